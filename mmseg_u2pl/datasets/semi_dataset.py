@@ -1,0 +1,144 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""The mixed labeled/unlabeled dataset wrapper (method section 2)."""
+import copy
+from typing import Sequence
+
+import numpy as np
+from mmengine.dataset import BaseDataset
+from mmseg.registry import DATASETS
+from mmseg.utils import ConfigType
+from torch.utils.data import Dataset
+
+from .validation import check_dataset_files, check_label_values
+
+
+@DATASETS.register_module()
+class SemiDataset(Dataset):
+    """One labeled and one unlabeled sample per item.
+
+    An epoch is one pass over the unlabeled set. The labeled set is repeated
+    and re-sampled to that length: item ``i`` pairs unlabeled sample ``i``
+    with labeled sample ``labeled_order[i]``, where ``labeled_order`` repeats
+    a seeded permutation of the labeled set, so every labeled sample is used
+    equally often (``len(unlabeled) // len(labeled)`` or one more times per
+    epoch). The sampler (mmengine's ``DefaultSampler`` or ``InfiniteSampler``)
+    shuffles and shards item indices as usual, so each epoch and each rank
+    sees a different labeled sequence, and a resumed run sees the same one.
+
+    The two sides are independent dataset configs: their own type, data
+    root, split file and pipeline (e.g. a labeled source domain and an
+    unlabeled target domain, U2PL+). Their class lists must agree. The
+    unlabeled side needs no label files; when its pipeline loads labels
+    anyway they are carried to the model for diagnostics only (pseudo-label
+    accuracy) and never reach a loss.
+
+    Args:
+        labeled (ConfigType): Config of the labeled dataset.
+        unlabeled (ConfigType): Config of the unlabeled dataset.
+        seed (int): Seed of the labeled re-sampling. Defaults to 0.
+        check_files (bool): Check at build time that every listed image (and
+            labeled mask) exists. Defaults to True.
+        lazy_init (bool): Accepted for mmengine compatibility; the wrapped
+            datasets are always fully initialised. Defaults to False.
+
+    Example:
+        >>> train_dataloader = dict(
+        ...     batch_size=4,  # 4 labeled + 4 unlabeled images per GPU
+        ...     sampler=dict(type='InfiniteSampler', shuffle=True),
+        ...     dataset=dict(
+        ...         type='SemiDataset',
+        ...         labeled=dict(type='PascalVOCDataset', data_root=...,
+        ...                      ann_file='splits/366/labeled.txt',
+        ...                      pipeline=labeled_pipeline),
+        ...         unlabeled=dict(type='PascalVOCDataset', data_root=...,
+        ...                        ann_file='splits/366/unlabeled.txt',
+        ...                        data_prefix=dict(img_path='JPEGImages'),
+        ...                        pipeline=unlabeled_pipeline)))
+    """
+
+    def __init__(self,
+                 labeled: ConfigType,
+                 unlabeled: ConfigType,
+                 seed: int = 0,
+                 check_files: bool = True,
+                 lazy_init: bool = False) -> None:
+        self.labeled = self._build('labeled', labeled)
+        self.unlabeled = self._build('unlabeled', unlabeled)
+        self.seed = seed
+        if check_files:
+            check_dataset_files(self.labeled, check_labels=True)
+            check_dataset_files(self.unlabeled, check_labels=False)
+        self._check_consistency()
+        self.labeled_order = self._make_labeled_order()
+
+    @staticmethod
+    def _build(side: str, cfg) -> BaseDataset:
+        if isinstance(cfg, Dataset):
+            return cfg
+        if not isinstance(cfg, dict) or 'type' not in cfg:
+            raise TypeError(
+                f'SemiDataset: `{side}` must be a dataset config dict with a '
+                f'`type` key (e.g. dict(type="ToyShapesDataset", ...)), got '
+                f'{cfg!r}')
+        return DATASETS.build(copy.deepcopy(cfg))
+
+    def _check_consistency(self) -> None:
+        for side in ('labeled', 'unlabeled'):
+            if len(getattr(self, side)) == 0:
+                raise ValueError(
+                    f'SemiDataset: the {side} dataset is empty. Check '
+                    f'`train_dataloader.dataset.{side}.ann_file` (split '
+                    f'list) and data_root; make a split with '
+                    f'tools/misc/make_splits.py.')
+        classes_l = tuple(self.labeled.metainfo.get('classes', ()))
+        classes_u = tuple(self.unlabeled.metainfo.get('classes', ()))
+        if classes_l != classes_u:
+            raise ValueError(
+                'SemiDataset: the labeled and unlabeled datasets have '
+                f'different class lists:\n  labeled:   {classes_l}\n'
+                f'  unlabeled: {classes_u}\nGive both the same classes '
+                '(e.g. `metainfo=dict(classes=...)` on the unlabeled side, '
+                'or map the source labels to the target classes for domain '
+                'adaptation).')
+
+    def _make_labeled_order(self) -> np.ndarray:
+        num_l, num_u = len(self.labeled), len(self.unlabeled)
+        rng = np.random.default_rng(self.seed)
+        repeats = -(-num_u // num_l)
+        order = np.concatenate([rng.permutation(num_l) for _ in range(repeats)])
+        return order[:num_u]
+
+    @property
+    def metainfo(self) -> dict:
+        """Meta information of the labeled side (classes, palette)."""
+        return copy.deepcopy(self.labeled.metainfo)
+
+    def __len__(self) -> int:
+        return len(self.unlabeled)
+
+    def __getitem__(self, idx: int) -> dict:
+        labeled = self.labeled[int(self.labeled_order[idx])]
+        unlabeled = self.unlabeled[idx]
+        self._check_labels(labeled)
+        return dict(labeled=labeled, unlabeled=unlabeled)
+
+    def _check_labels(self, packed: dict) -> None:
+        sample = packed['data_samples']
+        if 'gt_sem_seg' not in sample:
+            raise KeyError(
+                'SemiDataset: a labeled sample has no `gt_sem_seg`. The '
+                'labeled pipeline must contain `LoadAnnotations` before '
+                '`PackSegInputs`.')
+        num_classes = len(self.labeled.metainfo['classes'])
+        check_label_values(sample.gt_sem_seg.data, num_classes,
+                           getattr(self.labeled, 'ignore_index', 255),
+                           sample.metainfo.get('seg_map_path', '?'))
+
+    def get_subset_(self, indices: Sequence[int]) -> None:  # pragma: no cover
+        raise NotImplementedError(
+            'SemiDataset does not support `indices`; subset the split lists '
+            'instead.')
+
+    def full_init(self) -> None:
+        """Both sides are initialised at construction (mmengine API)."""
+

@@ -1,0 +1,5 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+from .mean_teacher_hook import MeanTeacherHook
+from .pseudo_label_vis_hook import PseudoLabelVisualizationHook
+
+__all__ = ['MeanTeacherHook', 'PseudoLabelVisualizationHook']

@@ -1,0 +1,288 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""Mean-teacher schedule of U2PL (method section 6).
+
+The teacher is never touched by the optimizer. This hook
+
+* keeps the segmentor's ``semi_active`` flag in step with the supervised-only
+  warm-up,
+* makes the teacher an exact copy of the student when the warm-up ends, and
+* afterwards moves the teacher towards the student by an exponential moving
+  average whose decay ``d = min(1 - 1 / (t - t_w + 1), max_decay)`` grows
+  from 0 (exact copy) to ``max_decay``.
+
+Everything is derived from ``runner.iter``, so resuming a run needs no state
+besides the checkpointed teacher weights.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+from torch import Tensor, nn
+
+DATA_BATCH = Optional[dict]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the module inside an mmengine model wrapper (e.g. DDP).
+
+    Args:
+        model (nn.Module): ``runner.model``, wrapped or not.
+
+    Returns:
+        nn.Module: The bare model.
+    """
+    return model.module if is_model_wrapper(model) else model
+
+
+def paired_tensors(teacher: nn.Module, student: nn.Module,
+                   kind: str) -> List[Tuple[Tensor, Tensor]]:
+    """Match the teacher's and the student's tensors by name.
+
+    Args:
+        teacher (nn.Module): The teacher network.
+        student (nn.Module): The student network.
+        kind (str): ``'parameters'`` or ``'buffers'``.
+
+    Returns:
+        list[tuple[Tensor, Tensor]]: ``(teacher_tensor, student_tensor)``
+        pairs in the teacher's order.
+
+    Raises:
+        ValueError: If the two networks differ in names or shapes.
+    """
+    named = f'named_{kind}'
+    teacher_named = dict(getattr(teacher, named)())
+    student_named = dict(getattr(student, named)())
+    if teacher_named.keys() != student_named.keys():
+        only_teacher = sorted(teacher_named.keys() - student_named.keys())
+        only_student = sorted(student_named.keys() - teacher_named.keys())
+        raise ValueError(
+            f'MeanTeacherHook: teacher and student {kind} differ by name; '
+            f'only in teacher: {only_teacher[:10]}, only in student: '
+            f'{only_student[:10]}. The teacher must be built from the same '
+            'segmentor config as the student.')
+    pairs = []
+    for name, teacher_tensor in teacher_named.items():
+        student_tensor = student_named[name]
+        if teacher_tensor.shape != student_tensor.shape:
+            raise ValueError(
+                f'MeanTeacherHook: {kind[:-1]} "{name}" has shape '
+                f'{tuple(teacher_tensor.shape)} in the teacher but '
+                f'{tuple(student_tensor.shape)} in the student. The teacher '
+                'must be built from the same segmentor config as the '
+                'student.')
+        pairs.append((teacher_tensor, student_tensor))
+    return pairs
+
+
+@torch.no_grad()
+def copy_tensors(pairs: List[Tuple[Tensor, Tensor]]) -> None:
+    """Copy each student tensor into its teacher tensor, in place.
+
+    Args:
+        pairs (list[tuple[Tensor, Tensor]]): ``(teacher, student)`` pairs.
+    """
+    if not pairs:
+        return
+    teacher, student = zip(*pairs)
+    if hasattr(torch, '_foreach_copy_'):
+        torch._foreach_copy_(list(teacher), list(student))
+    else:  # pragma: no cover - old torch
+        for teacher_tensor, student_tensor in pairs:
+            teacher_tensor.copy_(student_tensor)
+
+
+@torch.no_grad()
+def ema_tensors(pairs: List[Tuple[Tensor, Tensor]], decay: float) -> None:
+    """``teacher = decay * teacher + (1 - decay) * student``, in place.
+
+    Written as ``teacher.lerp_(student, 1 - decay)``, which gives the student
+    exactly when ``decay == 0``.
+
+    Args:
+        pairs (list[tuple[Tensor, Tensor]]): ``(teacher, student)`` pairs of
+            floating-point tensors.
+        decay (float): The EMA decay ``d`` in ``[0, 1)``.
+    """
+    if not pairs:
+        return
+    weight = 1. - decay
+    teacher = [t for t, _ in pairs]
+    student = [s.to(t.dtype) for t, s in pairs]
+    if hasattr(torch, '_foreach_lerp_'):
+        torch._foreach_lerp_(teacher, student, weight)
+    else:  # pragma: no cover - old torch
+        for teacher_tensor, student_tensor in zip(teacher, student):
+            teacher_tensor.lerp_(student_tensor, weight)
+
+
+@HOOKS.register_module()
+class MeanTeacherHook(Hook):
+    """Warm-up switch, warm-up copy and EMA teacher update of U2PL.
+
+    The model (``runner.model``, unwrapped from DDP if needed) must have
+    ``student`` and ``teacher`` networks of identical architecture and a
+    ``semi_active`` flag, like ``MeanTeacherSegmentor``. With ``t_w`` the
+    warm-up length in iterations and ``runner.iter`` the 0-based iteration:
+
+    * before every iteration, ``model.semi_active = runner.iter >= t_w``;
+    * before iteration ``t_w`` (the end of the warm-up), or before training
+      when ``t_w == 0``, the teacher becomes an exact copy of the student
+      (parameters and buffers);
+    * after every iteration ``t >= t_w``, with
+      ``d = min(1 - 1 / (t - t_w + 1), max_decay)`` (0, 1/2, 2/3, ...),
+      ``teacher = d * teacher + (1 - d) * student`` for the parameters and,
+      with ``average_buffers``, for the floating-point buffers (BN running
+      statistics); integer buffers (``num_batches_tracked``) are copied. The
+      decay is logged as ``train/ema_decay``.
+
+    Args:
+        warmup_iters (int, optional): Supervised-only warm-up length in
+            iterations. Defaults to None.
+        warmup_epochs (int, optional): Warm-up length in epochs, converted
+            with ``len(runner.train_dataloader)`` before training. Give at
+            most one of ``warmup_iters`` and ``warmup_epochs``; neither means
+            no warm-up. Defaults to None.
+        max_decay (float): Upper bound of the EMA decay, in ``[0, 1)``.
+            Defaults to 0.99.
+        average_buffers (bool): Average floating-point buffers like the
+            parameters; if False, all buffers are copied from the student.
+            Defaults to True.
+
+    Example:
+        >>> custom_hooks = [
+        ...     dict(type='MeanTeacherHook', warmup_iters=100, max_decay=0.99)
+        ... ]
+    """
+
+    def __init__(self,
+                 warmup_iters: Optional[int] = None,
+                 warmup_epochs: Optional[int] = None,
+                 max_decay: float = 0.99,
+                 average_buffers: bool = True) -> None:
+        if warmup_iters is not None and warmup_epochs is not None:
+            raise ValueError(
+                'MeanTeacherHook: give only one of warmup_iters '
+                f'({warmup_iters}) and warmup_epochs ({warmup_epochs}), '
+                'not both.')
+        for name, value in dict(
+                warmup_iters=warmup_iters,
+                warmup_epochs=warmup_epochs).items():
+            if value is None:
+                continue
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if not is_int or value < 0:
+                raise ValueError(
+                    f'MeanTeacherHook: {name} must be a non-negative int, '
+                    f'got {value!r}.')
+        if not 0. <= max_decay < 1.:
+            raise ValueError('MeanTeacherHook: max_decay must be in [0, 1), '
+                             f'got {max_decay!r}.')
+        self.warmup_iters = warmup_iters
+        self.warmup_epochs = warmup_epochs
+        self.max_decay = float(max_decay)
+        self.average_buffers = average_buffers
+        # Derived from the config (and the dataloader length) in
+        # ``before_train``; not training state.
+        self.t_w = warmup_iters or 0
+
+    def before_train(self, runner) -> None:
+        """Resolve the warm-up length, check the model, copy if no warm-up.
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
+        if self.warmup_epochs is not None:
+            self.t_w = self.warmup_epochs * len(runner.train_dataloader)
+        else:
+            self.t_w = self.warmup_iters or 0
+        model = self._get_model(runner)
+        # Fail early on mismatching networks, not after the warm-up.
+        self._pairs(model, 'parameters')
+        self._pairs(model, 'buffers')
+        if self.t_w == 0 and runner.iter == 0:
+            self._copy_student_to_teacher(model)
+
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
+                          data_batch: DATA_BATCH = None) -> None:
+        """Switch the semi-supervised losses on at ``t_w``; copy there.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            batch_idx (int): The index of the current batch in the loop.
+            data_batch (dict, optional): Data from the dataloader.
+        """
+        model = self._get_model(runner)
+        model.semi_active = runner.iter >= self.t_w
+        if self.t_w > 0 and runner.iter == self.t_w:
+            self._copy_student_to_teacher(model)
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch: DATA_BATCH = None,
+                         outputs: Optional[dict] = None) -> None:
+        """EMA update of the teacher after each semi-supervised iteration.
+
+        Args:
+            runner (Runner): The runner of the training process.
+            batch_idx (int): The index of the current batch in the loop.
+            data_batch (dict, optional): Data from the dataloader.
+            outputs (dict, optional): Outputs of the model.
+        """
+        if runner.iter < self.t_w:
+            return
+        decay = self.ema_decay(runner.iter)
+        model = self._get_model(runner)
+        ema_tensors(self._pairs(model, 'parameters'), decay)
+        averaged, copied = [], []
+        for pair in self._pairs(model, 'buffers'):
+            if self.average_buffers and pair[0].is_floating_point():
+                averaged.append(pair)
+            else:
+                copied.append(pair)
+        ema_tensors(averaged, decay)
+        copy_tensors(copied)
+        runner.message_hub.update_scalar('train/ema_decay', decay)
+
+    def ema_decay(self, cur_iter: int) -> float:
+        """EMA decay after iteration ``cur_iter`` (``>= t_w``).
+
+        Args:
+            cur_iter (int): 0-based index of the iteration just done.
+
+        Returns:
+            float: ``min(1 - 1 / (cur_iter - t_w + 1), max_decay)``.
+        """
+        return min(1. - 1. / (cur_iter - self.t_w + 1), self.max_decay)
+
+    @staticmethod
+    def _get_model(runner) -> nn.Module:
+        """The unwrapped model, checked for ``student`` and ``teacher``."""
+        model = unwrap_model(runner.model)
+        missing = [
+            name for name in ('student', 'teacher')
+            if not isinstance(getattr(model, name, None), nn.Module)
+        ]
+        if missing:
+            raise AttributeError(
+                f'MeanTeacherHook needs a model with `student` and `teacher` '
+                f'networks, but {type(model).__name__} has no {missing}. '
+                'Use a mean-teacher segmentor (e.g. model=dict(type='
+                "'MeanTeacherSegmentor', ...)) or remove MeanTeacherHook "
+                'from custom_hooks.')
+        return model
+
+    @staticmethod
+    def _pairs(model: nn.Module, kind: str) -> List[Tuple[Tensor, Tensor]]:
+        """``(teacher, student)`` tensor pairs of ``kind``."""
+        return paired_tensors(model.teacher, model.student, kind)
+
+    def _copy_student_to_teacher(self, model: nn.Module) -> None:
+        """Make the teacher an exact copy of the student."""
+        copy_tensors(self._pairs(model, 'parameters'))
+        copy_tensors(self._pairs(model, 'buffers'))

@@ -1,0 +1,112 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""Validation of both networks of a mean-teacher segmentor."""
+from typing import Dict, Sequence
+
+from mmengine.model import is_model_wrapper
+from mmengine.runner import ValLoop
+from mmengine.runner.loops import _parse_losses
+from mmseg.registry import LOOPS
+from torch import nn
+
+#: The networks validated, in this order.
+BRANCHES: Sequence[str] = ('teacher', 'student')
+_UNSET = object()
+
+
+@LOOPS.register_module()
+class TeacherStudentValLoop(ValLoop):
+    """Validate the teacher and the student, reporting both.
+
+    The validation set is run once per network by setting the model's
+    ``semi_test_cfg['predict_on']`` to ``'teacher'`` and then ``'student'``;
+    the original value is restored afterwards (also on error). Metrics are
+    reported prefixed with the network's name (``teacher/mIoU``,
+    ``student/mIoU``, ...), so a checkpoint hook can select on either, e.g.
+    ``default_hooks = dict(checkpoint=dict(save_best='teacher/mIoU'))``.
+    Hooks are called as in mmengine's ``ValLoop``: ``before_val`` and
+    ``before_val_epoch`` once, ``before_val_iter``/``after_val_iter`` for
+    every batch of both passes, ``after_val_epoch`` once with the merged
+    metrics, then ``after_val``.
+
+    Args:
+        runner (Runner): A reference of runner.
+        dataloader (Dataloader or dict): A dataloader object or a dict to
+            build a dataloader.
+        evaluator (Evaluator or dict or list): Used for computing metrics.
+        fp16 (bool): Whether to validate under autocast. Defaults to False.
+
+    Example:
+        >>> val_cfg = dict(type='TeacherStudentValLoop')
+    """
+
+    def run(self) -> Dict[str, float]:
+        """Launch validation of the teacher and the student.
+
+        Returns:
+            dict: Metrics of both networks, keys prefixed by ``teacher/`` and
+            ``student/``.
+        """
+        model = self._mean_teacher_model()
+        self.runner.call_hook('before_val')
+        self.runner.call_hook('before_val_epoch')
+        self.runner.model.eval()
+
+        semi_test_cfg = model.semi_test_cfg
+        original = semi_test_cfg.get('predict_on', _UNSET)
+        metrics: Dict[str, float] = dict()
+        try:
+            for branch in BRANCHES:
+                semi_test_cfg['predict_on'] = branch
+                branch_metrics = self._run_branch()
+                metrics.update({
+                    f'{branch}/{name}': value
+                    for name, value in branch_metrics.items()
+                })
+        finally:
+            if original is _UNSET:
+                semi_test_cfg.pop('predict_on', None)
+            else:
+                semi_test_cfg['predict_on'] = original
+
+        self.runner.call_hook('after_val_epoch', metrics=metrics)
+        self.runner.call_hook('after_val')
+        return metrics
+
+    def _run_branch(self) -> Dict[str, float]:
+        """One pass over the validation set with the current network.
+
+        Returns:
+            dict: The evaluator's metrics plus the validation losses, if the
+            model returns any.
+        """
+        self.val_loss.clear()
+        for idx, data_batch in enumerate(self.dataloader):
+            self.run_iter(idx, data_batch)
+        metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
+        if self.val_loss:
+            metrics.update(_parse_losses(self.val_loss, 'val'))
+        return metrics
+
+    def _mean_teacher_model(self) -> nn.Module:
+        """The unwrapped model, checked for what this loop needs."""
+        model = self.runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        missing = [
+            name for name in ('teacher', 'student', 'semi_test_cfg')
+            if not hasattr(model, name)
+        ]
+        if missing:
+            raise AttributeError(
+                'TeacherStudentValLoop needs a mean-teacher model with '
+                '`teacher`, `student` and `semi_test_cfg`, but '
+                f'{type(model).__name__} has no {missing}. Use '
+                "val_cfg=dict(type='ValLoop') for other models.")
+        if model.semi_test_cfg is None or not hasattr(model.semi_test_cfg,
+                                                      'get'):
+            raise TypeError(
+                'TeacherStudentValLoop: model.semi_test_cfg must be a dict '
+                f'such as dict(predict_on=\'teacher\'), got '
+                f'{model.semi_test_cfg!r}. Set semi_test_cfg in the model '
+                'config.')
+        return model

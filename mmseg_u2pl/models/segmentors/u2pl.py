@@ -1,0 +1,354 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""U2PL: using unreliable pseudo-labels (method sections 3-5)."""
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
+                         SampleList, add_prefix)
+from torch import Tensor, nn
+
+from ..heads.representation_head import forward_with_classifier_input
+from ..utils.cutmix import apply_cutmix, cutmix_masks
+from ..utils.reliability import (alpha_schedule, entropy,
+                                 partition_by_entropy)
+from .mean_teacher import MeanTeacherSegmentor
+
+DEFAULT_SEMI_TRAIN_CFG = dict(
+    unsup_weight=1.0,  # lambda_u
+    alpha_0=20.0,  # initial % of unreliable pixels
+    cutmix=dict(prob=0.5, area_ratio=0.5, per_sample=False),
+    ignore_index=255,
+)
+CUTMIX_KEYS = ('prob', 'area_ratio', 'per_sample')
+
+
+@MODELS.register_module()
+class U2PL(MeanTeacherSegmentor):
+    """U2PL / U2PL+ semi-supervised segmentor.
+
+    One training iteration after the warm-up (method section 3):
+
+    1. the teacher (eval, no grad) pseudo-labels the unlabeled batch at the
+       crop size: ``p_u = softmax``, ``y_hat = argmax p_u`` (no threshold);
+    2. CutMix mixes the unlabeled images and, with the same boxes, their
+       pseudo-labels, entropies and valid masks;
+    3. the student runs once on ``[labeled; mixed unlabeled]`` (shared BN
+       statistics);
+    4. losses: the student's own mmseg decode/auxiliary losses on labeled
+       images (``sup.*``); the cross-entropy on mixed unlabeled images with
+       the ``alpha_t`` % highest-entropy pixels ignored, summed and divided
+       by all ``B_u * H * W`` pixels (``unsup.loss_ce``); and, when
+       ``contrastive_loss`` is set, the unreliable-pixel contrastive loss on
+       representations (``contrast.*``) with teacher targets from a second
+       teacher forward on the mixed batch.
+
+    Args:
+        segmentor (ConfigType): The student, a plain mmseg segmentor config.
+        representation_head (OptConfigType): Projection head on the feature
+            map the decode head feeds to its classifier (``in_channels`` is
+            inferred when omitted). Required with ``contrastive_loss``.
+        contrastive_loss (OptConfigType): E.g.
+            ``dict(type='UnreliableContrastiveLoss')``; ``num_classes`` and
+            ``feat_channels`` are inferred when omitted. None disables it.
+        semi_train_cfg (OptConfigType): ``unsup_weight`` (lambda_u, 1.0),
+            ``alpha_0`` (20, %), ``cutmix`` (``prob`` 0.5, ``area_ratio``
+            0.5, ``per_sample`` False), ``ignore_index`` (255). Unknown keys
+            are rejected.
+        data_preprocessor, semi_test_cfg, init_cfg: See
+            :class:`MeanTeacherSegmentor`.
+
+    Example:
+        >>> model = dict(
+        ...     type='U2PL',
+        ...     segmentor=dict(type='EncoderDecoder', ...),
+        ...     representation_head=dict(type='RepresentationHead'),
+        ...     contrastive_loss=dict(type='UnreliableContrastiveLoss',
+        ...                           loss_weight=0.1),
+        ...     semi_train_cfg=dict(unsup_weight=1.0, alpha_0=20,
+        ...                         cutmix=dict(prob=0.5)))
+        >>> custom_hooks = [dict(type='MeanTeacherHook', warmup_epochs=1)]
+    """
+
+    semi_train_keys = tuple(DEFAULT_SEMI_TRAIN_CFG)
+
+    def __init__(self,
+                 segmentor: ConfigType,
+                 representation_head: OptConfigType = None,
+                 contrastive_loss: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 semi_train_cfg: OptConfigType = None,
+                 semi_test_cfg: OptConfigType = None,
+                 init_cfg: OptMultiConfig = None) -> None:
+        if contrastive_loss is not None and representation_head is None:
+            raise ValueError(
+                'model.contrastive_loss needs model.representation_head, '
+                'e.g. representation_head=dict(type="RepresentationHead").')
+        self._representation_head_cfg = representation_head
+        super().__init__(
+            segmentor=segmentor,
+            data_preprocessor=data_preprocessor,
+            semi_train_cfg=semi_train_cfg,
+            semi_test_cfg=semi_test_cfg,
+            init_cfg=init_cfg)
+        self.semi_train_cfg = self._with_defaults(self.semi_train_cfg)
+        self.contrastive_loss = None
+        if contrastive_loss is not None:
+            contrastive_loss = dict(contrastive_loss)
+            contrastive_loss.setdefault(
+                'num_classes', self.student.decode_head.num_classes)
+            contrastive_loss.setdefault(
+                'feat_channels',
+                self.student.representation_head.out_channels)
+            contrastive_loss.setdefault(
+                'ignore_index', self.semi_train_cfg['ignore_index'])
+            self.contrastive_loss = MODELS.build(contrastive_loss)
+            # every rank holds the same memory bank (candidates are gathered
+            # before they enter it): never broadcast it through DDP
+            self._ddp_params_and_buffers_to_ignore = [
+                f'contrastive_loss.{name}'
+                for name, _ in self.contrastive_loss.named_buffers()
+            ]
+
+    @staticmethod
+    def _with_defaults(cfg: dict) -> dict:
+        merged = dict(DEFAULT_SEMI_TRAIN_CFG, **cfg)
+        cutmix = dict(DEFAULT_SEMI_TRAIN_CFG['cutmix'],
+                      **(cfg.get('cutmix') or {}))
+        unknown = sorted(set(cutmix) - set(CUTMIX_KEYS))
+        if unknown:
+            raise KeyError(
+                f'Unknown key(s) {unknown} in model.semi_train_cfg.cutmix; '
+                f'known keys: {list(CUTMIX_KEYS)}.')
+        merged['cutmix'] = cutmix
+        return merged
+
+    def extend_student(self, student: nn.Module) -> None:
+        """Give the student (and so the teacher) the representation head."""
+        if self._representation_head_cfg is None:
+            return
+        cfg = dict(self._representation_head_cfg)
+        if cfg.get('in_channels') is None:
+            cfg['in_channels'] = classifier_in_channels(student.decode_head)
+        student.add_module('representation_head', MODELS.build(cfg))
+
+    # ------------------------------------------------------------------
+    # network passes
+    # ------------------------------------------------------------------
+    def _run(self, net: nn.Module, inputs: Tensor,
+             with_representation: bool) -> Tuple[Tensor, tuple, Optional[Tensor]]:
+        """Decode-head logits, backbone features and representations."""
+        feats = net.extract_feat(inputs)
+        if not with_representation:
+            return net.decode_head.forward(feats), feats, None
+        logits, cls_feat = forward_with_classifier_input(
+            net.decode_head, feats)
+        return logits, feats, net.representation_head(cls_feat)
+
+    def _resize(self, logits: Tensor, size) -> Tensor:
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return logits
+        return resize(
+            logits, size=size, mode='bilinear',
+            align_corners=self.student.decode_head.align_corners)
+
+    def _sup_losses(self, logits_l: Tensor, feats: tuple, num_labeled: int,
+                    data_samples: SampleList) -> dict:
+        """The student's mmseg losses on the labeled part of the batch."""
+        student = self.student
+        losses = add_prefix(
+            student.decode_head.loss_by_feat(logits_l, data_samples),
+            'decode')
+        if student.with_auxiliary_head:
+            feats_l = [f[:num_labeled] for f in feats]
+            losses.update(
+                student._auxiliary_head_forward_train(feats_l, data_samples))
+        return add_prefix(losses, 'sup')
+
+    def supervised_loss(self, inputs: Tensor,
+                        data_samples: SampleList) -> dict:
+        """Warm-up: supervised losses only.
+
+        With a representation head, it still runs (with weight 0) so that
+        DDP sees gradients for every trainable parameter.
+        """
+        with_rep = self.contrastive_loss is not None
+        logits, feats, rep = self._run(self.student, inputs, with_rep)
+        losses = self._sup_losses(logits, feats, len(inputs), data_samples)
+        if rep is not None:
+            losses['contrast.loss_contrast'] = rep.sum() * 0.
+        return losses
+
+    # ------------------------------------------------------------------
+    # the semi-supervised step
+    # ------------------------------------------------------------------
+    def semi_loss(self, inputs: Dict[str, Tensor],
+                  data_samples: Dict[str, SampleList]) -> dict:
+        cfg = self.semi_train_cfg
+        ignore_index = cfg['ignore_index']
+        img_l, img_u = inputs['labeled'], inputs['unlabeled']
+        samples_l, samples_u = data_samples['labeled'], data_samples['unlabeled']
+        num_l, num_u = img_l.shape[0], img_u.shape[0]
+        crop = img_u.shape[-2:]
+        cur_iter, max_iters = self.train_progress()
+        alpha_t = alpha_schedule(cfg['alpha_0'], cur_iter, max_iters)
+
+        # 1. pseudo-labels from the teacher, at the crop size
+        with torch.no_grad():
+            t_logits_u, _, _ = self._run(self.teacher, img_u, False)
+            prob_u = self._resize(t_logits_u.float(), crop).softmax(dim=1)
+            pseudo_u = prob_u.argmax(dim=1)
+            entropy_u = entropy(prob_u)
+            valid_u = valid_pixel_mask(samples_u, img_u)
+
+            # 2. CutMix with the same boxes for everything
+            boxes = cutmix_masks(
+                num_u, crop[0], crop[1], device=img_u.device, **cfg['cutmix'])
+            img_u = apply_cutmix(boxes, img_u)
+            pseudo_u = apply_cutmix(boxes, pseudo_u)
+            entropy_u = apply_cutmix(boxes, entropy_u)
+            valid_u = apply_cutmix(boxes, valid_u)
+            partition = partition_by_entropy(entropy_u, valid_u, alpha_t)
+            kept = valid_u & ~partition.unreliable_mask
+            target_u = torch.where(kept, pseudo_u,
+                                   torch.full_like(pseudo_u, ignore_index))
+
+        # 3. one student pass on labeled + mixed unlabeled images
+        with_rep = self.contrastive_loss is not None
+        logits, feats, rep = self._run(
+            self.student, torch.cat([img_l, img_u]), with_rep)
+
+        # 4. losses
+        losses = self._sup_losses(logits[:num_l], feats, num_l, samples_l)
+        logits_u = self._resize(logits[num_l:], crop)
+        loss_u = F.cross_entropy(
+            logits_u.float(), target_u, ignore_index=ignore_index,
+            reduction='sum') / target_u.numel()
+        losses['unsup.loss_ce'] = loss_u * cfg['unsup_weight']
+        losses.update(self._diagnostics(
+            alpha_t, partition, kept, valid_u, pseudo_u, boxes, samples_u))
+        if with_rep:
+            losses.update(self._contrastive(
+                rep, img_l, img_u, samples_l, pseudo_u, valid_u, alpha_t))
+        self._record_for_visualisation(img_u, pseudo_u, entropy_u, kept,
+                                       valid_u)
+        return losses
+
+    def _contrastive(self, rep_s: Tensor, img_l: Tensor, img_u: Tensor,
+                     samples_l: SampleList, pseudo_u: Tensor, valid_u: Tensor,
+                     alpha_t: float) -> dict:
+        """Teacher targets on the mixed batch and the contrastive loss."""
+        ignore_index = self.semi_train_cfg['ignore_index']
+        rep_size = rep_s.shape[-2:]
+        with torch.no_grad():
+            t_logits, _, rep_t = self._run(
+                self.teacher, torch.cat([img_l, img_u]), True)
+            prob_t = self._resize(t_logits.float(), rep_size).softmax(dim=1)
+            label_l = torch.stack(
+                [s.gt_sem_seg.data.squeeze(0) for s in samples_l]).long()
+            label_u = torch.where(valid_u, pseudo_u,
+                                  torch.full_like(pseudo_u, ignore_index))
+            labels = torch.cat([
+                resize_labels(label_l, rep_size),
+                resize_labels(label_u, rep_size)
+            ])
+        loss, log_vars = self.contrastive_loss(
+            rep_s, rep_t, prob_t, labels, img_l.shape[0], alpha_t)
+        out = {f'contrast.{self.contrastive_loss.loss_name}': loss}
+        out.update({f'contrast.{k}': scalar(v) for k, v in log_vars.items()})
+        return out
+
+    def _diagnostics(self, alpha_t: float, partition, kept: Tensor,
+                     valid_u: Tensor, pseudo_u: Tensor, boxes: Tensor,
+                     samples_u: SampleList) -> dict:
+        """Logged values that are not losses (no 'loss' in their keys)."""
+        num_valid = valid_u.sum().clamp(min=1)
+        out = {
+            'unsup.alpha_t': scalar(alpha_t),
+            'unsup.entropy_thresh': scalar(partition.high_thresh),
+            'unsup.reliable_ratio': scalar(kept.sum() / num_valid),
+        }
+        gt_u = unlabeled_ground_truth(samples_u, pseudo_u.device)
+        if gt_u is not None:
+            # diagnostics only: the ground truth never reaches a loss
+            gt_u = apply_cutmix(boxes, gt_u)
+            known = valid_u & (gt_u != self.semi_train_cfg['ignore_index'])
+            correct = (pseudo_u == gt_u) & known
+            out['unsup.pseudo_acc'] = scalar(
+                correct.sum() / known.sum().clamp(min=1))
+            out['unsup.pseudo_acc_reliable'] = scalar(
+                (correct & kept).sum() / (known & kept).sum().clamp(min=1))
+        return out
+
+    # ------------------------------------------------------------------
+    # visualisation support (read by PseudoLabelVisualizationHook)
+    # ------------------------------------------------------------------
+    #: number of unlabeled images to keep for visualisation; 0 = off
+    vis_num_images = 0
+
+    def _record_for_visualisation(self, img_u, pseudo_u, entropy_u, kept,
+                                  valid_u) -> None:
+        num = min(self.vis_num_images, img_u.shape[0])
+        if num <= 0:
+            self.last_pseudo_labels = None
+            return
+        self.last_pseudo_labels = dict(
+            inputs=img_u[:num].detach(),
+            pseudo_label=pseudo_u[:num].detach(),
+            entropy=entropy_u[:num].detach(),
+            reliable_mask=kept[:num].detach(),
+            valid_mask=valid_u[:num].detach())
+
+
+def classifier_in_channels(decode_head: nn.Module) -> int:
+    """Channels of the feature map a decode head feeds to its classifier."""
+    for module in decode_head.conv_seg.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise ValueError(
+        f'Cannot infer the classifier input channels of '
+        f'{type(decode_head).__name__}; set '
+        'model.representation_head.in_channels.')
+
+
+def valid_pixel_mask(data_samples: SampleList, inputs: Tensor) -> Tensor:
+    """True on image pixels, False on the padding added by batching.
+
+    mmseg pads at the bottom/right up to the batch size; ``img_shape`` is the
+    size before padding.
+    """
+    mask = torch.zeros(
+        inputs.shape[0], *inputs.shape[-2:], dtype=torch.bool,
+        device=inputs.device)
+    for i, sample in enumerate(data_samples):
+        height, width = sample.metainfo.get('img_shape', inputs.shape[-2:])
+        mask[i, :height, :width] = True
+    return mask
+
+
+def unlabeled_ground_truth(data_samples: SampleList,
+                           device) -> Optional[Tensor]:
+    """Stacked unlabeled ground truth when every sample carries one."""
+    if not data_samples or not all('gt_sem_seg' in s for s in data_samples):
+        return None
+    return torch.stack([s.gt_sem_seg.data.squeeze(0)
+                        for s in data_samples]).long().to(device)
+
+
+def resize_labels(labels: Tensor, size) -> Tensor:
+    """Nearest-neighbour resize of ``(B, H, W)`` integer labels."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(
+        labels[:, None].float(), size=tuple(size),
+        mode='nearest').squeeze(1).long()
+
+
+def scalar(value) -> Tensor:
+    """A detached float tensor for logging (mmengine logs tensors only)."""
+    if isinstance(value, Tensor):
+        return value.detach().float()
+    return torch.tensor(float(value))

@@ -1,0 +1,1 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.

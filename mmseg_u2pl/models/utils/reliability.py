@@ -1,0 +1,119 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""Entropy-based reliability of pseudo-labels (U2PL, method sections 4-5).
+
+Everything that decides whether a teacher prediction is *reliable* lives
+here, once: the ``alpha_t`` schedule, the per-pixel entropy, the percentile
+over valid pixels, and the reliable/unreliable partition built from them.
+The unsupervised loss and the contrastive loss both import these.
+"""
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+def alpha_schedule(alpha_0: float, cur_iter: int, max_iters: int) -> float:
+    """Share (in %) of unreliable pixels at iteration ``t``.
+
+    ``alpha_t = alpha_0 * (1 - t / T)``, clipped to ``[0, alpha_0]``.
+
+    Args:
+        alpha_0 (float): Initial share in percent (paper: 20).
+        cur_iter (int): Current iteration ``t`` (0-based).
+        max_iters (int): Total iterations ``T``.
+
+    Returns:
+        float: ``alpha_t`` in percent.
+    """
+    if max_iters <= 0:
+        raise ValueError(f'max_iters must be positive, got {max_iters}')
+    progress = min(max(cur_iter / max_iters, 0.), 1.)
+    return float(alpha_0) * (1. - progress)
+
+
+def entropy(probs: Tensor, dim: int = 1) -> Tensor:
+    """Per-pixel entropy ``H(p) = -sum_c p_c log p_c`` (natural log).
+
+    Computed in float32 whatever the input dtype (AMP-safe); ``0 log 0 = 0``.
+
+    Args:
+        probs (Tensor): Probabilities, e.g. ``(B, C, H, W)``.
+        dim (int): The class dimension. Defaults to 1.
+
+    Returns:
+        Tensor: Entropy with ``dim`` removed, float32.
+    """
+    probs = probs.float()
+    return -torch.special.xlogy(probs, probs).sum(dim=dim)
+
+
+def masked_percentile(values: Tensor, mask: Tensor, q) -> Tensor:
+    """The ``q``-th percentile of ``values[mask]``, as ``numpy.percentile``.
+
+    Linear interpolation between the two closest ranks, like numpy's default.
+    Works without a host-device synchronisation (no boolean indexing): masked
+    out entries are sorted to the end and the rank is computed on device.
+
+    Args:
+        values (Tensor): Any shape.
+        mask (Tensor): Bool tensor of the same shape; True = counted.
+        q (float | Tensor): Percentile in ``[0, 100]``.
+
+    Returns:
+        Tensor: 0-d float32 tensor; 0 when no entry is valid.
+    """
+    flat = values.detach().reshape(-1).float()
+    valid = mask.reshape(-1).bool()
+    count = valid.sum()
+    filled = torch.where(valid, flat, torch.full_like(flat, float('inf')))
+    ordered, _ = torch.sort(filled)
+    q = torch.as_tensor(q, dtype=torch.float32, device=flat.device)
+    last = (count - 1).clamp(min=0)
+    pos = (q.clamp(0., 100.) / 100.) * last.float()
+    lower = pos.floor().long().clamp(min=0)
+    upper = torch.minimum(lower + 1, last)
+    frac = pos - lower.float()
+    low_val = ordered[lower]
+    high_val = ordered[upper]
+    result = low_val + frac * (high_val - low_val)
+    return torch.where(count > 0, result, torch.zeros_like(result))
+
+
+class EntropyPartition(NamedTuple):
+    """Reliable/unreliable split of pixels by teacher entropy.
+
+    Attributes:
+        reliable_mask (Tensor): Valid pixels with
+            ``H <= percentile(H, alpha_t)`` (the lowest-entropy ``alpha_t`` %).
+        unreliable_mask (Tensor): Valid pixels with
+            ``H >= percentile(H, 100 - alpha_t)`` (the highest-entropy
+            ``alpha_t`` %). The unsupervised loss ignores exactly these.
+        low_thresh (Tensor): ``percentile(H, alpha_t)``.
+        high_thresh (Tensor): ``percentile(H, 100 - alpha_t)``.
+    """
+    reliable_mask: Tensor
+    unreliable_mask: Tensor
+    low_thresh: Tensor
+    high_thresh: Tensor
+
+
+def partition_by_entropy(ent: Tensor, valid_mask: Tensor,
+                         alpha: float) -> EntropyPartition:
+    """Split valid pixels into reliable and unreliable ones (method s.4-5).
+
+    Percentiles are taken over the valid pixels of the whole batch.
+
+    Args:
+        ent (Tensor): Per-pixel entropy, e.g. ``(B, H, W)``.
+        valid_mask (Tensor): Bool, same shape; False for padding/ignored.
+        alpha (float): ``alpha_t`` in percent.
+
+    Returns:
+        EntropyPartition: Masks (bool, same shape as ``ent``) and thresholds.
+    """
+    valid_mask = valid_mask.bool()
+    low_thresh = masked_percentile(ent, valid_mask, alpha)
+    high_thresh = masked_percentile(ent, valid_mask, 100. - alpha)
+    reliable = valid_mask & (ent <= low_thresh)
+    unreliable = valid_mask & (ent >= high_thresh)
+    return EntropyPartition(reliable, unreliable, low_thresh, high_thresh)

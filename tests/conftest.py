@@ -1,0 +1,7 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)

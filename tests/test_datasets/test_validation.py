@@ -1,0 +1,164 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+import os
+import os.path as osp
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+from mmseg.datasets import BaseSegDataset
+from PIL import Image
+
+from mmseg_u2pl.datasets.validation import (check_dataset_files,
+                                            check_dataset_paths,
+                                            check_label_values)
+
+
+def make_root(tmp_path, names=('a', 'b', 'c'), labels=True):
+    """A minimal mmseg layout: images/, labels/ and splits/train.txt."""
+    root = tmp_path / 'data'
+    for sub in ('images', 'labels', 'splits'):
+        (root / sub).mkdir(parents=True)
+    for name in names:
+        Image.fromarray(np.zeros(
+            (4, 4, 3), np.uint8)).save(root / 'images' / f'{name}.png')
+        if labels:
+            Image.fromarray(np.zeros(
+                (4, 4), np.uint8)).save(root / 'labels' / f'{name}.png')
+    (root / 'splits' / 'train.txt').write_text(''.join(n + '\n'
+                                                       for n in names))
+    return str(root)
+
+
+def stock_dataset(root, ann_file='splits/train.txt', **kwargs):
+    """A stock mmseg dataset, built lazily as the docs recommend."""
+    cfg = dict(
+        data_root=root,
+        ann_file=ann_file,
+        img_suffix='.png',
+        data_prefix=dict(img_path='images', seg_map_path='labels'),
+        lazy_init=True)
+    cfg.update(kwargs)
+    return BaseSegDataset(**cfg)
+
+
+def test_valid_dataset_passes_and_is_initialised(tmp_path):
+    dataset = stock_dataset(make_root(tmp_path))
+    check_dataset_files(dataset)
+    assert dataset._fully_initialized and len(dataset) == 3
+
+
+def test_missing_data_root(tmp_path):
+    dataset = stock_dataset(str(tmp_path / 'absent'))
+    with pytest.raises(FileNotFoundError) as info:
+        check_dataset_files(dataset)
+    message = str(info.value)
+    assert 'data_root' in message and str(tmp_path / 'absent') in message
+    assert 'make_toy_dataset.py' in message and os.getcwd() in message
+
+
+def test_missing_split_file_lists_neighbours(tmp_path):
+    root = make_root(tmp_path)
+    dataset = stock_dataset(root, ann_file='splits/trian.txt')
+    with pytest.raises(
+            FileNotFoundError,
+            match=r"split file.*splits/trian.txt.*train\.txt"):
+        check_dataset_paths(dataset)
+
+
+def test_missing_image_names_path_split_file_and_line(tmp_path):
+    root = make_root(tmp_path)
+    split = osp.join(root, 'splits', 'train.txt')
+    with open(split, 'w') as f:
+        f.write('a\nb\nghost_7\nc\n')
+    with pytest.raises(FileNotFoundError) as info:
+        check_dataset_files(stock_dataset(root))
+    message = str(info.value)
+    assert re.search(r'1 of 4 image files listed in split file', message)
+    image = osp.join(root, 'images', 'ghost_7.png')
+    assert f'{image} (line 3 of {split})' in message
+    assert 'Fix:' in message
+
+
+def test_missing_labels_only_when_checked(tmp_path):
+    root = make_root(tmp_path)
+    os.remove(osp.join(root, 'labels', 'b.png'))
+    with pytest.raises(
+            FileNotFoundError,
+            match=r'(?s)1 of 3 label files.*labels/b.png \(line 2'):
+        check_dataset_files(stock_dataset(root))
+    check_dataset_files(stock_dataset(root), check_labels=False)
+    # an unlabeled form has no seg_map_path at all
+    check_dataset_files(
+        stock_dataset(root, data_prefix=dict(img_path='images')))
+
+
+def test_many_missing_files_are_counted_and_fast(tmp_path):
+    root = make_root(tmp_path)
+    names = [f'img_{i:05d}' for i in range(10000)]
+    with open(osp.join(root, 'splits', 'big.txt'), 'w') as f:
+        f.write('\n'.join(names) + '\n')
+    dataset = stock_dataset(root, ann_file='splits/big.txt')
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as info:
+        check_dataset_files(dataset)
+    elapsed = time.perf_counter() - start
+    message = str(info.value)
+    assert '10000 of 10000 image files' in message
+    assert '... and 9995 more' in message
+    assert 'img_00004.png (line 5 of' in message
+    assert 'img_00005.png' not in message
+    assert elapsed < 10, f'took {elapsed:.1f} s'
+
+
+def test_empty_split_and_folder_scan(tmp_path):
+    root = make_root(tmp_path)
+    open(osp.join(root, 'splits', 'empty.txt'), 'w').close()
+    with pytest.raises(ValueError, match=r'empty.*splits/empty.txt'):
+        check_dataset_files(stock_dataset(root, ann_file='splits/empty.txt'))
+    # without a split file mmseg scans the image folder
+    check_dataset_files(stock_dataset(root, ann_file=''))
+    dataset = stock_dataset(
+        root, ann_file='', data_prefix=dict(img_path='pictures'))
+    with pytest.raises(FileNotFoundError, match=r'image folder.*pictures'):
+        check_dataset_files(dataset)
+
+
+def test_non_serialized_dataset(tmp_path):
+    root = make_root(tmp_path)
+    os.remove(osp.join(root, 'images', 'c.png'))
+    dataset = stock_dataset(root, serialize_data=False)
+    with pytest.raises(FileNotFoundError, match=r'images/c.png \(line 3'):
+        check_dataset_files(dataset)
+
+
+@pytest.mark.parametrize('to_tensor', [False, True])
+def test_check_label_values(to_tensor):
+
+    def convert(array):
+        return torch.from_numpy(array) if to_tensor else array
+
+    good = np.array([[0, 5, 255], [3, 1, 2]], dtype=np.uint8)
+    check_label_values(convert(good), 6, 255, 'ok.png')
+    bad = np.array([[0, 6, 255], [9, 9, 2]], dtype=np.int64)
+    with pytest.raises(ValueError) as info:
+        check_label_values(convert(bad), 6, 255, 'labels/x.png')
+    message = str(info.value)
+    assert "'labels/x.png'" in message
+    assert '[6, 9] (3 pixels)' in message
+    assert '[0, 6) ∪ {255}' in message
+    assert 'reduce_zero_label' in message
+    negative = np.array([-1, 0, 1], dtype=np.int64)
+    with pytest.raises(ValueError, match=r'\[-1\]'):
+        check_label_values(convert(negative), 6, 255, 'n.png')
+    # with ignore_index=-1 the same map is fine
+    check_label_values(convert(negative), 6, -1, 'n.png')
+    fractional = np.array([0., 1.5, 2.], dtype=np.float32)
+    with pytest.raises(ValueError, match=r'\[1.5\]'):
+        check_label_values(convert(fractional), 6, 255, 'f.png')
+
+
+def test_check_label_values_bad_arguments():
+    with pytest.raises(ValueError, match='num_classes'):
+        check_label_values(np.zeros(3), 0, 255, 'x.png')

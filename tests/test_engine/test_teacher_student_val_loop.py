@@ -1,0 +1,150 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+import uuid
+
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mmseg_u2pl.engine.runner.teacher_student_val_loop import \
+    TeacherStudentValLoop
+
+# 2x2 ground truth: class 0 on one pixel, class 1 on three
+GT = torch.tensor([[[0, 1], [1, 1]]])
+
+
+class ToySegDataset(Dataset):
+    metainfo = dict(classes=('background', 'thing'))
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, idx):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=GT.clone())
+        return dict(inputs=torch.zeros(1, 2, 2), data_samples=sample)
+
+
+class ToyMeanTeacher(BaseModel):
+    """The teacher predicts the ground truth, the student all zeros."""
+
+    def __init__(self, predict_on='teacher', with_semi_test_cfg=True):
+        super().__init__()
+        self.teacher = nn.Identity()
+        self.student = nn.Identity()
+        if with_semi_test_cfg:
+            self.semi_test_cfg = dict(predict_on=predict_on)
+        self.fail_on = None
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        predict_on = self.semi_test_cfg['predict_on']
+        if predict_on == self.fail_on:
+            raise RuntimeError('prediction failed')
+        for sample in data_samples:
+            gt = sample.gt_sem_seg.data
+            pred = gt if predict_on == 'teacher' else torch.zeros_like(gt)
+            sample.pred_sem_seg = PixelData(data=pred)
+        return data_samples
+
+
+class RecordHook(Hook):
+
+    def __init__(self):
+        self.calls = []
+        self.iter_networks = []
+        self.epoch_metrics = None
+
+    def before_val(self, runner):
+        self.calls.append('before_val')
+
+    def before_val_epoch(self, runner):
+        self.calls.append('before_val_epoch')
+
+    def before_val_iter(self, runner, batch_idx, data_batch=None):
+        self.iter_networks.append(
+            (batch_idx, runner.model.semi_test_cfg['predict_on']))
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.calls.append('after_val_epoch')
+        self.epoch_metrics = dict(metrics)
+
+    def after_val(self, runner):
+        self.calls.append('after_val')
+
+
+def build_runner(tmp_path, model, hook, fp16=False):
+    torch.set_num_threads(1)
+    val_cfg = dict(type='TeacherStudentValLoop')
+    if fp16:
+        val_cfg['fp16'] = True
+    return Runner(
+        model=model,
+        work_dir=str(tmp_path),
+        experiment_name=f'test_ts_val_{uuid.uuid4().hex}',
+        val_dataloader=DataLoader(
+            ToySegDataset(), batch_size=2, collate_fn=pseudo_collate),
+        val_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']),
+        val_cfg=val_cfg,
+        custom_hooks=[hook],
+        default_hooks=dict(checkpoint=None),
+        default_scope='mmseg')
+
+
+@pytest.mark.parametrize('predict_on', ['teacher', 'student'])
+def test_reports_both_networks_and_restores(tmp_path, predict_on):
+    hook = RecordHook()
+    model = ToyMeanTeacher(predict_on=predict_on)
+    runner = build_runner(tmp_path, model, hook)
+    metrics = runner.val()
+    assert isinstance(runner.val_loop, TeacherStudentValLoop)
+    # teacher: perfect. student (all class 0): IoU_0 = 4 / 16, IoU_1 = 0,
+    # mIoU = 12.5 %, pixel accuracy = 4 / 16 = 25 %.
+    assert metrics['teacher/mIoU'] == pytest.approx(100.)
+    assert metrics['teacher/aAcc'] == pytest.approx(100.)
+    assert metrics['student/mIoU'] == pytest.approx(12.5)
+    assert metrics['student/aAcc'] == pytest.approx(25.)
+    assert not any(key in metrics for key in ('mIoU', 'aAcc'))
+    assert all(key.split('/')[0] in ('teacher', 'student') for key in metrics)
+    assert model.semi_test_cfg['predict_on'] == predict_on
+    assert hook.calls == [
+        'before_val', 'before_val_epoch', 'after_val_epoch', 'after_val'
+    ]
+    assert hook.epoch_metrics == metrics
+    assert hook.iter_networks == [(0, 'teacher'), (1, 'teacher'),
+                                  (0, 'student'), (1, 'student')]
+
+
+def test_unset_predict_on_stays_unset(tmp_path):
+    model = ToyMeanTeacher()
+    del model.semi_test_cfg['predict_on']
+    metrics = build_runner(tmp_path, model, RecordHook()).val()
+    assert metrics['student/mIoU'] == pytest.approx(12.5)
+    assert 'predict_on' not in model.semi_test_cfg
+
+
+def test_restores_predict_on_after_error(tmp_path):
+    model = ToyMeanTeacher(predict_on='teacher')
+    model.fail_on = 'student'
+    runner = build_runner(tmp_path, model, RecordHook())
+    with pytest.raises(RuntimeError, match='prediction failed'):
+        runner.val()
+    assert model.semi_test_cfg['predict_on'] == 'teacher'
+
+
+def test_fp16_flag(tmp_path):
+    runner = build_runner(tmp_path, ToyMeanTeacher(), RecordHook(), fp16=True)
+    runner.val_loop  # builds the loop
+    assert runner.val_loop.fp16 is True
+
+
+def test_model_without_semi_test_cfg_raises(tmp_path):
+    model = ToyMeanTeacher(with_semi_test_cfg=False)
+    runner = build_runner(tmp_path, model, RecordHook())
+    with pytest.raises(AttributeError, match='semi_test_cfg'):
+        runner.val()
