@@ -1,7 +1,9 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """The mixed labeled/unlabeled dataset wrapper (method section 2)."""
 import copy
-from typing import Sequence
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 from mmengine.dataset import BaseDataset
@@ -66,8 +68,10 @@ class SemiDataset(Dataset):
         self.unlabeled = self._build('unlabeled', unlabeled)
         self.seed = seed
         if check_files:
-            check_dataset_files(self.labeled, check_labels=True)
-            check_dataset_files(self.unlabeled, check_labels=False)
+            with _naming_side('labeled'):
+                check_dataset_files(self.labeled, check_labels=True)
+            with _naming_side('unlabeled'):
+                check_dataset_files(self.unlabeled, check_labels=False)
         self._check_consistency()
         self.labeled_order = self._make_labeled_order()
 
@@ -80,7 +84,8 @@ class SemiDataset(Dataset):
                 f'SemiDataset: `{side}` must be a dataset config dict with a '
                 f'`type` key (e.g. dict(type="ToyShapesDataset", ...)), got '
                 f'{cfg!r}')
-        return DATASETS.build(copy.deepcopy(cfg))
+        with _naming_side(side):
+            return DATASETS.build(copy.deepcopy(cfg))
 
     def _check_consistency(self) -> None:
         for side in ('labeled', 'unlabeled'):
@@ -97,9 +102,9 @@ class SemiDataset(Dataset):
                 'SemiDataset: the labeled and unlabeled datasets have '
                 f'different class lists:\n  labeled:   {classes_l}\n'
                 f'  unlabeled: {classes_u}\nGive both the same classes '
-                '(e.g. `metainfo=dict(classes=...)` on the unlabeled side, '
-                'or map the source labels to the target classes for domain '
-                'adaptation).')
+                '(e.g. `metainfo=dict(classes=...)` in '
+                '`train_dataloader.dataset.unlabeled`, or map the source '
+                'labels to the target classes for domain adaptation).')
 
     def _make_labeled_order(self) -> np.ndarray:
         num_l, num_u = len(self.labeled), len(self.unlabeled)
@@ -107,6 +112,51 @@ class SemiDataset(Dataset):
         repeats = -(-num_u // num_l)
         order = np.concatenate([rng.permutation(num_l) for _ in range(repeats)])
         return order[:num_u]
+
+    def check_batch_size(self, batch_size: int, world_size: int = 1) -> None:
+        """Check that the batch size fits the unlabeled set.
+
+        Called by :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` before
+        training with ``train_dataloader.batch_size`` and the number of
+        processes.
+
+        Args:
+            batch_size (int): Labeled (and unlabeled) images per process and
+                iteration, ``train_dataloader.batch_size``.
+            world_size (int): Number of processes. Defaults to 1.
+
+        Raises:
+            ValueError: ``batch_size * world_size`` exceeds the number of
+                unlabeled images: not one full batch per epoch.
+
+        Warns:
+            UserWarning: ``batch_size < 2``: CutMix pastes image ``i + 1``
+                into image ``i`` (with one image there is nothing to mix)
+                and BatchNorm needs more than one sample.
+        """
+        if isinstance(batch_size, bool) or not isinstance(
+                batch_size, int) or batch_size < 1:
+            raise ValueError(
+                'SemiDataset: train_dataloader.batch_size must be a positive '
+                f'int, got {batch_size!r}.')
+        num_u = len(self.unlabeled)
+        total = batch_size * world_size
+        if total > num_u:
+            raise ValueError(
+                f'SemiDataset: train_dataloader.batch_size={batch_size} x '
+                f'{world_size} process(es) needs {total} unlabeled images per '
+                f'iteration, but the unlabeled set has only {num_u}: not one '
+                'full batch fits in an epoch. Lower '
+                '`train_dataloader.batch_size` (or the number of processes) '
+                'or use a larger unlabeled split '
+                '(`train_dataloader.dataset.unlabeled.ann_file`).')
+        if batch_size < 2:
+            warnings.warn(
+                f'SemiDataset: train_dataloader.batch_size={batch_size}: '
+                'CutMix pairs unlabeled image i with image i+1, so one image '
+                'per batch is never mixed, and BatchNorm needs more than one '
+                'sample per batch. Use train_dataloader.batch_size >= 2.',
+                UserWarning)
 
     @property
     def metainfo(self) -> dict:
@@ -141,4 +191,24 @@ class SemiDataset(Dataset):
 
     def full_init(self) -> None:
         """Both sides are initialised at construction (mmengine API)."""
+
+
+@contextmanager
+def _naming_side(side: str) -> Iterator[None]:
+    """Prefix build/check errors with the config key of the failing side.
+
+    A missing or empty split file is reported by the wrapped dataset with
+    its path; this adds which side of the wrapper (and so which config key)
+    it belongs to. The exception type is kept.
+    """
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as error:
+        message = (f'SemiDataset: the {side} dataset '
+                   f'(`train_dataloader.dataset.{side}`) failed: {error}')
+        try:
+            renamed = type(error)(message)
+        except Exception:  # an exception type with other arguments
+            raise error
+        raise renamed from error
 

@@ -1,5 +1,9 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 from .checkpoint import (load_checkpoint_safely,
                          register_checkpoint_safe_globals)
+from .launch import CPUAmpOptimWrapper, prepare_launch
 
-__all__ = ['load_checkpoint_safely', 'register_checkpoint_safe_globals']
+__all__ = [
+    'CPUAmpOptimWrapper', 'load_checkpoint_safely', 'prepare_launch',
+    'register_checkpoint_safe_globals'
+]

@@ -16,6 +16,7 @@ besides the checkpointed teacher weights.
 from typing import List, Optional, Tuple
 
 import torch
+from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
@@ -191,6 +192,9 @@ class MeanTeacherHook(Hook):
     def before_train(self, runner) -> None:
         """Resolve the warm-up length, check the model, copy if no warm-up.
 
+        The batch size is checked against the unlabeled set when the train
+        dataset has ``check_batch_size`` (``SemiDataset``).
+
         Args:
             runner (Runner): The runner of the training process.
         """
@@ -199,6 +203,12 @@ class MeanTeacherHook(Hook):
         else:
             self.t_w = self.warmup_iters or 0
         model = self._get_model(runner)
+        # Fail at start when the batch does not fit the unlabeled set.
+        dataloader = runner.train_dataloader
+        dataset = getattr(dataloader, 'dataset', None)
+        batch_size = getattr(dataloader, 'batch_size', None)
+        if hasattr(dataset, 'check_batch_size') and batch_size is not None:
+            dataset.check_batch_size(batch_size, get_world_size())
         # Fail early on mismatching networks, not after the warm-up.
         self._pairs(model, 'parameters')
         self._pairs(model, 'buffers')
