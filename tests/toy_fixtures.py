@@ -10,8 +10,10 @@
   ``DepthwiseSeparableASPPHead``, BN) and the U2PL model around it.
 * :func:`make_semi_batch`, :func:`set_train_progress`: preprocessed batches
   and the MessageHub information a training loop would provide.
-* :func:`toy_train_cfg_options`: ``--cfg-options`` of very short trainings of
-  the toy U2PL configs.
+* :func:`one_thread`: a fixture running a test with one torch thread.
+* :func:`toy_train_cfg_options`, :func:`toy_runner_cfg`: overrides for very
+  short trainings of the toy U2PL configs (``--cfg-options`` or an
+  in-process ``Runner``).
 
 Import it from a test module as ``from toy_fixtures import ...``: the
 directory of ``tests/conftest.py`` is on ``sys.path`` under pytest.
@@ -22,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
+from mmengine.config import ConfigDict
 from mmengine.logging import MessageHub
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
@@ -68,6 +71,18 @@ def toy_data_root(tmp_path_factory) -> str:
         str(tmp_path_factory.getbasetemp() / 'toy_shapes_32px'))
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (restored afterwards).
+
+    The tiny networks are far faster single-threaded on a busy machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def toy_split(data_root: str, name: str) -> List[str]:
     """Sample names listed in ``splits/<name>.txt``."""
     with open(osp.join(data_root, 'splits', name + '.txt')) as f:
@@ -77,8 +92,8 @@ def toy_split(data_root: str, name: str) -> List[str]:
 # ---------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------
-def tiny_data_preprocessor_cfg(size: Optional[Tuple[int, int]] = (32, 32)
-                               ) -> dict:
+def tiny_data_preprocessor_cfg(size: Optional[Tuple[int,
+                                                    int]] = (32, 32)) -> dict:
     """The mmseg ``SegDataPreProcessor`` settings of the toy configs."""
     return dict(
         type='SegDataPreProcessor',
@@ -94,9 +109,10 @@ def tiny_segmentor_cfg(num_classes: int = NUM_CLASSES,
                        dropout_ratio: float = 0.1) -> dict:
     """A plain mmseg ``EncoderDecoder`` (DeepLabV3+, ResNetV1c-18, d8).
 
-    Stage channels 8/16/32/64, output stride 8, BN (not SyncBN).
+    Stage channels 8/16/32/64, output stride 8, BN (not SyncBN). A
+    ``ConfigDict``, as in a loaded config (mmseg reads ``test_cfg.mode``).
     """
-    return dict(
+    return ConfigDict(
         type='EncoderDecoder',
         data_preprocessor=tiny_data_preprocessor_cfg(),
         backbone=dict(
@@ -143,7 +159,7 @@ def tiny_u2pl_cfg(with_contrast: bool = False,
         memory_size (int): Memory bank size per class. Defaults to 64.
         **semi_train_cfg: Entries of ``semi_train_cfg``.
     """
-    cfg = dict(
+    cfg = ConfigDict(
         type='U2PL',
         segmentor=tiny_segmentor_cfg(num_classes),
         semi_train_cfg=semi_train_cfg,
@@ -166,12 +182,17 @@ def tiny_u2pl_cfg(with_contrast: bool = False,
 
 
 def build_model(cfg: dict, seed: int = 0):
-    """Build a model config from ``mmseg``'s registry with a fixed seed."""
+    """Build a model config in mmseg's scope with a fixed seed.
+
+    PyTorch's default initialisation is kept (``init_weights`` only logs a
+    lot here and adds nothing the tests need).
+    """
     import mmseg_u2pl  # noqa: F401  (registers our modules)
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     torch.manual_seed(seed)
-    model = MODELS.build(copy.deepcopy(cfg))
-    model.init_weights()
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(copy.deepcopy(cfg))
     return model
 
 
@@ -186,7 +207,8 @@ def set_train_progress(cur_iter: int, max_iters: int) -> MessageHub:
 # ---------------------------------------------------------------------------
 # batches
 # ---------------------------------------------------------------------------
-def make_sample(label: Optional[torch.Tensor], size: Tuple[int, int],
+def make_sample(label: Optional[torch.Tensor],
+                size: Tuple[int, int],
                 img_shape: Optional[Tuple[int, int]] = None) -> SegDataSample:
     """A ``SegDataSample`` as the data preprocessor returns it."""
     img_shape = tuple(img_shape or size)
@@ -196,8 +218,9 @@ def make_sample(label: Optional[torch.Tensor], size: Tuple[int, int],
             img_shape=img_shape,
             ori_shape=img_shape,
             pad_shape=tuple(size),
-            padding_size=[0, size[1] - img_shape[1], 0,
-                          size[0] - img_shape[0]]))
+            padding_size=[
+                0, size[1] - img_shape[1], 0, size[0] - img_shape[0]
+            ]))
     if label is not None:
         sample.gt_sem_seg = PixelData(data=label.long()[None])
     return sample
@@ -220,8 +243,8 @@ def make_semi_batch(num_labeled: int = 2,
     for branch, num in (('labeled', num_labeled), ('unlabeled',
                                                    num_unlabeled)):
         inputs[branch] = torch.randn(num, 3, size, size, generator=gen)
-        labels = torch.randint(0, num_classes, (num, size, size),
-                               generator=gen)
+        labels = torch.randint(
+            0, num_classes, (num, size, size), generator=gen)
         labels[:, :2, :2] = 255
         with_gt = branch == 'labeled' or with_unlabeled_gt
         data_samples[branch] = [
@@ -255,6 +278,8 @@ def toy_train_cfg_options(data_root: str,
         'default_hooks.checkpoint.interval': val_interval,
         'default_hooks.checkpoint.max_keep_ckpts': 4,
         'default_hooks.logger.interval': 1,
+        # the Runner passes the top-level one to the model
+        'data_preprocessor.size': (32, 32),
         'model.segmentor.data_preprocessor.size': (32, 32),
         'train_dataloader.dataset.labeled.pipeline.3.crop_size': (32, 32),
         'train_dataloader.dataset.unlabeled.pipeline.3.crop_size': (32, 32),
@@ -271,6 +296,30 @@ def toy_train_cfg_options(data_root: str,
         options['model.contrastive_loss.memory_size'] = 64
         options['model.contrastive_loss.num_anchors'] = 32
     return options
+
+
+def toy_runner_cfg(config: str, work_dir: str, options: Dict[str, object]):
+    """Load a toy config for an in-process ``Runner`` as tools/train.py does.
+
+    Args:
+        config (str): Config file.
+        work_dir (str): Work directory.
+        options (dict): Overrides (see :func:`toy_train_cfg_options`).
+
+    Returns:
+        Config: Merged, adapted to this machine (SyncBN -> BN without CUDA),
+        with a visualizer name of its own (the visualizer is a per-name
+        singleton within a process).
+    """
+    import mmseg_u2pl  # noqa: F401  (registers our modules)
+    from mmengine.config import Config
+    from mmseg_u2pl.utils.launch import prepare_launch
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(dict(options))
+    cfg.work_dir = work_dir
+    cfg.visualizer.name = f'visualizer_{osp.basename(work_dir)}'
+    prepare_launch(cfg, 'none')
+    return cfg
 
 
 def as_cli_options(options: Dict[str, object]) -> List[str]:

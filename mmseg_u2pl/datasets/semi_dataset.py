@@ -64,28 +64,44 @@ class SemiDataset(Dataset):
                  seed: int = 0,
                  check_files: bool = True,
                  lazy_init: bool = False) -> None:
-        self.labeled = self._build('labeled', labeled)
-        self.unlabeled = self._build('unlabeled', unlabeled)
+        self.labeled = self._build('labeled', labeled, check_files)
+        self.unlabeled = self._build('unlabeled', unlabeled, check_files)
         self.seed = seed
-        if check_files:
-            with _naming_side('labeled'):
-                check_dataset_files(self.labeled, check_labels=True)
-            with _naming_side('unlabeled'):
-                check_dataset_files(self.unlabeled, check_labels=False)
         self._check_consistency()
         self.labeled_order = self._make_labeled_order()
 
     @staticmethod
-    def _build(side: str, cfg) -> BaseDataset:
+    def _build(side: str, cfg, check_files: bool) -> BaseDataset:
+        """Build one side; with ``check_files``, validate it as it loads.
+
+        An mmengine ``BaseDataset`` is built with ``lazy_init=True`` so that
+        :func:`check_dataset_files` checks the paths before the data list is
+        loaded (a stock mmseg dataset would otherwise fail inside
+        ``full_init`` on a missing or empty split file without saying which).
+        """
         if isinstance(cfg, Dataset):
-            return cfg
-        if not isinstance(cfg, dict) or 'type' not in cfg:
+            dataset = cfg
+        elif not isinstance(cfg, dict) or 'type' not in cfg:
             raise TypeError(
                 f'SemiDataset: `{side}` must be a dataset config dict with a '
                 f'`type` key (e.g. dict(type="ToyShapesDataset", ...)), got '
                 f'{cfg!r}')
-        with _naming_side(side):
-            return DATASETS.build(copy.deepcopy(cfg))
+        else:
+            cfg = copy.deepcopy(cfg)
+            dataset_cls = cfg['type']
+            if isinstance(dataset_cls, str):
+                dataset_cls = DATASETS.get(dataset_cls)
+            if check_files and isinstance(dataset_cls, type) and issubclass(
+                    dataset_cls, BaseDataset):
+                cfg['lazy_init'] = True
+            with _naming_side(side):
+                dataset = DATASETS.build(cfg)
+        if check_files:
+            with _naming_side(side):
+                check_dataset_files(dataset, check_labels=side == 'labeled')
+        elif not getattr(dataset, '_fully_initialized', True):
+            dataset.full_init()
+        return dataset
 
     def _check_consistency(self) -> None:
         for side in ('labeled', 'unlabeled'):
@@ -110,7 +126,8 @@ class SemiDataset(Dataset):
         num_l, num_u = len(self.labeled), len(self.unlabeled)
         rng = np.random.default_rng(self.seed)
         repeats = -(-num_u // num_l)
-        order = np.concatenate([rng.permutation(num_l) for _ in range(repeats)])
+        order = np.concatenate(
+            [rng.permutation(num_l) for _ in range(repeats)])
         return order[:num_u]
 
     def check_batch_size(self, batch_size: int, world_size: int = 1) -> None:
@@ -134,8 +151,7 @@ class SemiDataset(Dataset):
                 into image ``i`` (with one image there is nothing to mix)
                 and BatchNorm needs more than one sample.
         """
-        if isinstance(batch_size, bool) or not isinstance(
-                batch_size, int) or batch_size < 1:
+        if type(batch_size) is not int or batch_size < 1:
             raise ValueError(
                 'SemiDataset: train_dataloader.batch_size must be a positive '
                 f'int, got {batch_size!r}.')
@@ -211,4 +227,3 @@ def _naming_side(side: str) -> Iterator[None]:
         except Exception:  # an exception type with other arguments
             raise error
         raise renamed from error
-

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = '1.0'
+GENERATOR_VERSION = '1.1'
 
 CLASSES = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
@@ -53,6 +53,7 @@ MAX_ASPECT = 1.5
 MAX_OBJECTS = 6
 MIN_OBJECT_CONTRAST = 48.  # mean RGB distance to what the object covers
 TEXTURES = ('plain', 'stripes', 'dots', 'checker', 'gradient')
+TEXTURE_CONTRAST = (0.15, 0.5)  # share of a full colour change
 
 _OWN_IMAGE = re.compile(r'^(train|val)_\d+\.png$')
 _OWN_SPLIT = re.compile(r'^(train|val|(un)?labeled_[\w.\-]+)\.txt$')
@@ -83,7 +84,10 @@ def _texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray,
     """
     kind = TEXTURES[rng.integers(len(TEXTURES))]
     colour_a = _random_colour(rng)
-    colour_b = _random_colour(rng)
+    # The second colour lies part-way towards another random colour: texture
+    # edges stay weaker, on average, than the outlines that carry the class.
+    contrast = rng.uniform(*TEXTURE_CONTRAST)
+    colour_b = colour_a + contrast * (_random_colour(rng) - colour_a)
     angle = rng.uniform(0., math.pi)
     along = xs * math.cos(angle) + ys * math.sin(angle)
     across = -xs * math.sin(angle) + ys * math.cos(angle)

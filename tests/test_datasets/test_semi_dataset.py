@@ -259,22 +259,24 @@ def test_different_class_lists_are_rejected(small_splits):
                 unlabeled=unlabeled))
     message = str(info.value)
     assert 'different class lists' in message
-    assert re.search(r"labeled: +\('background', 'disk', 'square', "
-                     r"'triangle', 'ring', 'cross'\)", message)
+    assert re.search(
+        r"labeled: +\('background', 'disk', 'square', "
+        r"'triangle', 'ring', 'cross'\)", message)
     assert re.search(r"unlabeled: +\('background', 'disk'\)", message)
     assert 'train_dataloader.dataset.unlabeled' in message
 
 
 @pytest.mark.parametrize('side', ['labeled', 'unlabeled'])
-@pytest.mark.parametrize('dataset_type', ['ToyShapesDataset', 'BaseSegDataset'])
+@pytest.mark.parametrize('dataset_type',
+                         ['ToyShapesDataset', 'BaseSegDataset'])
 def test_empty_split_is_a_clear_error(small_splits, tmp_path, side,
                                       dataset_type):
     empty = write_split(tmp_path / f'empty_{side}.txt', [])
     make = toy_side if dataset_type == 'ToyShapesDataset' else plain_side
     sides = dict(
         labeled=make(small_splits.root, small_splits.labeled),
-        unlabeled=make(small_splits.root, small_splits.unlabeled,
-                       labeled=False))
+        unlabeled=make(
+            small_splits.root, small_splits.unlabeled, labeled=False))
     sides[side] = make(small_splits.root, empty, labeled=side == 'labeled')
     with pytest.raises(ValueError) as info:
         DATASETS.build(dict(type='SemiDataset', **sides))
@@ -301,7 +303,8 @@ def test_empty_prebuilt_dataset_is_rejected(small_splits):
 
 
 @pytest.mark.parametrize('side', ['labeled', 'unlabeled'])
-@pytest.mark.parametrize('dataset_type', ['ToyShapesDataset', 'BaseSegDataset'])
+@pytest.mark.parametrize('dataset_type',
+                         ['ToyShapesDataset', 'BaseSegDataset'])
 def test_missing_image_is_named_at_construction(small_splits, tmp_path, side,
                                                 dataset_type, monkeypatch):
     names = getattr(small_splits, f'{side}_names') + ['train_99999']
@@ -309,13 +312,13 @@ def test_missing_image_is_named_at_construction(small_splits, tmp_path, side,
     make = toy_side if dataset_type == 'ToyShapesDataset' else plain_side
     sides = dict(
         labeled=make(small_splits.root, small_splits.labeled),
-        unlabeled=make(small_splits.root, small_splits.unlabeled,
-                       labeled=False))
+        unlabeled=make(
+            small_splits.root, small_splits.unlabeled, labeled=False))
     sides[side] = make(small_splits.root, split, labeled=side == 'labeled')
     # nothing is loaded before the error: construction alone fails
     loaded = []
-    monkeypatch.setattr(
-        SemiDataset, '__getitem__', lambda self, i: loaded.append(i))
+    monkeypatch.setattr(SemiDataset, '__getitem__',
+                        lambda self, i: loaded.append(i))
     with pytest.raises(FileNotFoundError) as info:
         DATASETS.build(dict(type='SemiDataset', **sides))
     message = str(info.value)
@@ -387,8 +390,7 @@ class TinyMeanTeacher(nn.Module):
         self.semi_active = None
 
 
-def test_mean_teacher_hook_checks_the_batch_size_before_training(
-        small_splits):
+def test_mean_teacher_hook_checks_the_batch_size_before_training(small_splits):
     dataset = build_semi(small_splits)
     model = TinyMeanTeacher()
 

@@ -120,7 +120,7 @@ def test_images_independent_of_order(tmp_path, toy_root):
     root, _ = toy_root
     fewer = str(tmp_path / 'fewer')
     generate_toy_dataset(
-        fewer, num_train=5, num_val=3, img_size=32, fractions=('1', ))
+        fewer, num_train=12, num_val=3, img_size=32, fractions=('1', ))
     for name in ['train_00004', 'val_00002']:
         for sub in ('images', 'labels'):
             assert filecmp.cmp(
@@ -166,12 +166,12 @@ def test_idempotent_rerun(toy_root):
 def test_incomplete_dataset_is_completed(tmp_path):
     root = str(tmp_path / 'toy')
     generate_toy_dataset(
-        root, num_train=6, num_val=2, img_size=32, fractions=('1', ))
+        root, num_train=12, num_val=2, img_size=32, fractions=('1', ))
     with open(osp.join(root, 'images', 'train_00003.png'), 'rb') as f:
         original = f.read()
     os.remove(osp.join(root, 'images', 'train_00003.png'))
     summary = generate_toy_dataset(
-        root, num_train=6, num_val=2, img_size=32, fractions=('1', ))
+        root, num_train=12, num_val=2, img_size=32, fractions=('1', ))
     assert not summary['reused']
     with open(osp.join(root, 'images', 'train_00003.png'), 'rb') as f:
         assert f.read() == original
@@ -180,27 +180,27 @@ def test_incomplete_dataset_is_completed(tmp_path):
 def test_mismatch_error_and_overwrite(tmp_path):
     root = str(tmp_path / 'toy')
     generate_toy_dataset(
-        root, num_train=10, num_val=2, img_size=32, fractions=('1/2', '1'))
+        root, num_train=20, num_val=2, img_size=32, fractions=('1/2', '1'))
     with pytest.raises(
             FileExistsError,
-            match=r'num_train 10 \(on disk\) vs 8.*--overwrite'
+            match=r'num_train 20 \(on disk\) vs 16.*--overwrite'
             r'.*another --out'):
         generate_toy_dataset(
-            root, num_train=8, num_val=2, img_size=32, fractions=('1/2', '1'))
+            root, num_train=16, num_val=2, img_size=32, fractions=('1/2', '1'))
     open(osp.join(root, 'images', 'user_file.txt'), 'w').close()
     summary = generate_toy_dataset(
         root,
-        num_train=8,
+        num_train=16,
         num_val=2,
         img_size=32,
         fractions=('1', ),
         overwrite=True)
     assert not summary['reused']
     # stale files of the old dataset are gone, foreign files are kept
-    assert not osp.exists(osp.join(root, 'images', 'train_00009.png'))
+    assert not osp.exists(osp.join(root, 'images', 'train_00019.png'))
     assert not osp.exists(osp.join(root, 'splits', 'labeled_1-2.txt'))
     assert osp.exists(osp.join(root, 'images', 'user_file.txt'))
-    assert len(read_list(root, 'train')) == 8
+    assert len(read_list(root, 'train')) == 16
 
 
 def test_refuses_foreign_directory(tmp_path):

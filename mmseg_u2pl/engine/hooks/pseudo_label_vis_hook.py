@@ -79,7 +79,8 @@ def _denormalise(inputs: torch.Tensor, data_preprocessor) -> np.ndarray:
     img = inputs.float()
     if getattr(pre, '_enable_normalize', False):
         img = img * pre.std + pre.mean
-    return img.clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    # round, not truncate: x * std + mean may land just below an integer
+    return img.round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _colourise(labels: np.ndarray, palette: Optional[Sequence]) -> np.ndarray:

@@ -1,7 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """U2PL: using unreliable pseudo-labels (method sections 3-5)."""
-import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +9,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          SampleList, add_prefix)
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from ..heads.representation_head import forward_with_classifier_input
 from ..utils.cutmix import apply_cutmix, cutmix_masks
@@ -197,39 +197,44 @@ class U2PL(MeanTeacherSegmentor):
         alpha_t = alpha_schedule(cfg['alpha_0'], cur_iter, max_iters)
 
         # 1. pseudo-labels from the teacher, at the crop size
-        with torch.no_grad():
+        with torch.no_grad(), record_function('u2pl:teacher_pseudo_labels'):
             t_logits_u, _, _ = self._run(self.teacher, img_u, False)
             prob_u = self._resize(t_logits_u.float(), crop).softmax(dim=1)
             pseudo_u = prob_u.argmax(dim=1)
             entropy_u = entropy(prob_u)
             valid_u = valid_pixel_mask(samples_u, img_u)
 
-            # 2. CutMix with the same boxes for everything
+        # 2. CutMix with the same boxes for everything
+        with torch.no_grad(), record_function('u2pl:cutmix'):
             boxes = cutmix_masks(
                 num_u, crop[0], crop[1], device=img_u.device, **cfg['cutmix'])
             img_u = apply_cutmix(boxes, img_u)
             pseudo_u = apply_cutmix(boxes, pseudo_u)
             entropy_u = apply_cutmix(boxes, entropy_u)
             valid_u = apply_cutmix(boxes, valid_u)
+
+        # 3. one student pass on labeled + mixed unlabeled images
+        with_rep = self.contrastive_loss is not None
+        with record_function('u2pl:student'):
+            logits, feats, rep = self._run(
+                self.student, torch.cat([img_l, img_u]), with_rep)
+
+        # 4. losses
+        with record_function('u2pl:sup_loss'):
+            losses = self._sup_losses(logits[:num_l], feats, num_l, samples_l)
+        with record_function('u2pl:unsup_loss'):
             partition = partition_by_entropy(entropy_u, valid_u, alpha_t)
             kept = valid_u & ~partition.unreliable_mask
             target_u = torch.where(kept, pseudo_u,
                                    torch.full_like(pseudo_u, ignore_index))
-
-        # 3. one student pass on labeled + mixed unlabeled images
-        with_rep = self.contrastive_loss is not None
-        logits, feats, rep = self._run(
-            self.student, torch.cat([img_l, img_u]), with_rep)
-
-        # 4. losses
-        losses = self._sup_losses(logits[:num_l], feats, num_l, samples_l)
-        logits_u = self._resize(logits[num_l:], crop)
-        loss_u = F.cross_entropy(
-            logits_u.float(), target_u, ignore_index=ignore_index,
-            reduction='sum') / target_u.numel()
-        losses['unsup.loss_ce'] = loss_u * cfg['unsup_weight']
-        losses.update(self._diagnostics(
-            alpha_t, partition, kept, valid_u, pseudo_u, boxes, samples_u))
+            logits_u = self._resize(logits[num_l:], crop)
+            # summed over kept pixels, divided by ALL B_u * H * W pixels
+            loss_u = F.cross_entropy(
+                logits_u.float(), target_u, ignore_index=ignore_index,
+                reduction='sum') / target_u.numel()
+            losses['unsup.loss_ce'] = loss_u * cfg['unsup_weight']
+            losses.update(self._diagnostics(
+                alpha_t, partition, kept, valid_u, pseudo_u, boxes, samples_u))
         if with_rep:
             losses.update(self._contrastive(
                 rep, img_l, img_u, samples_l, pseudo_u, valid_u, alpha_t))
@@ -243,7 +248,7 @@ class U2PL(MeanTeacherSegmentor):
         """Teacher targets on the mixed batch and the contrastive loss."""
         ignore_index = self.semi_train_cfg['ignore_index']
         rep_size = rep_s.shape[-2:]
-        with torch.no_grad():
+        with torch.no_grad(), record_function('u2pl:teacher_contrast'):
             t_logits, _, rep_t = self._run(
                 self.teacher, torch.cat([img_l, img_u]), True)
             prob_t = self._resize(t_logits.float(), rep_size).softmax(dim=1)
@@ -255,8 +260,9 @@ class U2PL(MeanTeacherSegmentor):
                 resize_labels(label_l, rep_size),
                 resize_labels(label_u, rep_size)
             ])
-        loss, log_vars = self.contrastive_loss(
-            rep_s, rep_t, prob_t, labels, img_l.shape[0], alpha_t)
+        with record_function('u2pl:contrastive_loss'):
+            loss, log_vars = self.contrastive_loss(
+                rep_s, rep_t, prob_t, labels, img_l.shape[0], alpha_t)
         out = {f'contrast.{self.contrastive_loss.loss_name}': loss}
         out.update({f'contrast.{k}': scalar(v) for k, v in log_vars.items()})
         return out

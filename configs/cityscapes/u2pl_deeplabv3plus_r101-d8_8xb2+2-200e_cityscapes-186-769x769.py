@@ -1,0 +1,8 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+# U2PL, Cityscapes: 186 labeled of the 2,975 training images, the other
+# 2,789 unlabeled.
+_base_ = '../_base_/paper_cityscapes_u2pl.py'
+train_dataloader = dict(
+    dataset=dict(
+        labeled=dict(ann_file='splits/cityscapes/186/labeled.txt'),
+        unlabeled=dict(ann_file='splits/cityscapes/186/unlabeled.txt')))

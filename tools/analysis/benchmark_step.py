@@ -1,0 +1,224 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""Time one U2PL training iteration against the supervised step.
+
+All variants run in one process, interleaved round by round, and are
+reported as ratios to the supervised-only step of the same student network
+on the same number of images (labeled + unlabeled):
+
+* ``supervised``: the student alone, forward/backward on ``B_l + B_u``
+  images (what a supervised run of that batch costs);
+* ``floor``: ``supervised`` + one teacher forward on the ``B_u`` unlabeled
+  images, the least a U2PL step can cost;
+* ``u2pl-nocontrast`` and ``u2pl``: the real semi-supervised step
+  (``model.train_step``: data preprocessing and optimizer step included,
+  as in every variant).
+
+It then splits the full U2PL step into its parts (teacher forwards, CutMix,
+student, supervised/unsupervised/contrastive losses) with the profiler scopes
+recorded by :class:`~mmseg_u2pl.models.segmentors.U2PL`.
+
+Examples::
+
+    # CPU, the toy configuration (64x64 crops, 4 + 4 images)
+    python tools/analysis/benchmark_step.py
+    # GPU, the paper's VOC setting (ResNet-101, 513 crop, 4 + 4), AMP on/off
+    python tools/analysis/benchmark_step.py --config \
+        configs/voc/u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-366-513x513.py \
+        --crop 513 --batch 4 --amp both
+"""
+import argparse
+import copy
+import os.path as osp
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+DEFAULT_CONFIG = ('configs/u2pl/'
+                  'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
+SCOPES = ('u2pl:teacher_pseudo_labels', 'u2pl:cutmix', 'u2pl:student',
+          'u2pl:sup_loss', 'u2pl:unsup_loss', 'u2pl:teacher_contrast',
+          'u2pl:contrastive_loss')
+
+
+def fake_batch(num, crop, num_classes, device, with_label=True):
+    """A packed batch as the dataloader gives it (uint8 images, labels)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    inputs, samples = [], []
+    for _ in range(num):
+        inputs.append(
+            torch.randint(0, 256, (3, crop, crop), dtype=torch.uint8))
+        sample = SegDataSample()
+        if with_label:
+            sample.gt_sem_seg = PixelData(
+                data=torch.randint(0, num_classes, (1, crop, crop)))
+        sample.set_metainfo(
+            dict(img_shape=(crop, crop), ori_shape=(crop, crop),
+                 pad_shape=(crop, crop)))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def build(args, device):
+    from mmengine.config import Config
+    from mmengine.logging import MessageHub
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import mmseg_u2pl  # noqa: F401
+    from mmseg_u2pl.utils.launch import convert_sync_bn
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(ROOT, args.config))
+    if device.type != 'cuda':
+        convert_sync_bn(cfg.model)
+    cfg.model.segmentor.setdefault('init_cfg', None)
+    cfg.model.segmentor.backbone['init_cfg'] = None
+    cfg.model.segmentor.data_preprocessor['size'] = (args.crop, args.crop)
+    semi = MODELS.build(copy.deepcopy(cfg.model)).to(device)
+    nocontrast_cfg = copy.deepcopy(cfg.model)
+    nocontrast_cfg.pop('contrastive_loss', None)
+    nocontrast_cfg.pop('representation_head', None)
+    nocontrast = MODELS.build(nocontrast_cfg).to(device)
+    sup_cfg = copy.deepcopy(cfg.model.segmentor)
+    supervised = MODELS.build(sup_cfg).to(device)
+    for model in (semi, nocontrast, supervised):
+        model.train()
+    for model in (semi, nocontrast):
+        model.semi_active = True
+        model.semi_train_cfg['cutmix']['prob'] = 1.0  # always pay for it
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 1)
+    hub.update_info('max_iters', 100)
+
+    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+    if args.amp_on:
+        optim_cfg['type'] = 'AmpOptimWrapper' if device.type == 'cuda' \
+            else 'CPUAmpOptimWrapper'
+        if device.type == 'cuda':
+            optim_cfg['dtype'] = 'float16'
+        optim_cfg['loss_scale'] = 'dynamic'
+    wrappers = {
+        name: build_optim_wrapper(model, copy.deepcopy(optim_cfg))
+        for name, model in (('u2pl', semi), ('u2pl-nocontrast', nocontrast),
+                            ('supervised', supervised))
+    }
+    num_classes = semi.student.decode_head.num_classes
+    semi_batch = dict(
+        labeled=fake_batch(args.batch, args.crop, num_classes, device),
+        unlabeled=fake_batch(args.batch, args.crop, num_classes, device,
+                             with_label=False))
+    sup_batch = fake_batch(2 * args.batch, args.crop, num_classes, device)
+    return semi, nocontrast, supervised, wrappers, semi_batch, sup_batch
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--config', default=DEFAULT_CONFIG)
+    parser.add_argument('--crop', type=int, default=64)
+    parser.add_argument('--batch', type=int, default=4,
+                        help='labeled (= unlabeled) images per iteration')
+    parser.add_argument('--rounds', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--device', default=None)
+    parser.add_argument('--amp', choices=['off', 'on', 'both'], default='off')
+    parser.add_argument('--threads', type=int, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    amps = {'off': [False], 'on': [True], 'both': [False, True]}[args.amp]
+    for amp in amps:
+        args.amp_on = amp
+        run(args, device)
+
+
+def run(args, device):
+    semi, nocontrast, supervised, wrappers, semi_batch, sup_batch = build(
+        args, device)
+
+    def teacher_forward():
+        with torch.no_grad():
+            inputs = semi.data_preprocessor(
+                copy.deepcopy(semi_batch), True)['inputs']['unlabeled']
+            semi._run(semi.teacher, inputs, False)
+
+    steps = {
+        'supervised': lambda: supervised.train_step(
+            copy.deepcopy(sup_batch), wrappers['supervised']),
+        'teacher forward (B_u)': teacher_forward,
+        'u2pl-nocontrast': lambda: nocontrast.train_step(
+            copy.deepcopy(semi_batch), wrappers['u2pl-nocontrast']),
+        'u2pl': lambda: semi.train_step(
+            copy.deepcopy(semi_batch), wrappers['u2pl']),
+    }
+    times = {name: [] for name in steps}
+    for round_idx in range(args.warmup + args.rounds):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            if round_idx >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    sup = med['supervised']
+    floor = sup + med['teacher forward (B_u)']
+    print(f'\ndevice: {device}, AMP: {"on" if args.amp_on else "off"}, '
+          f'crop {args.crop}, {args.batch} labeled + {args.batch} unlabeled '
+          f'images, {args.rounds} rounds (median)\n')
+    print('| step | ms / iter | ratio to supervised |')
+    print('|---|---|---|')
+    print(f'| supervised ({2 * args.batch} images) | {sup:.1f} | 1.00 |')
+    print(f'| floor (supervised + teacher forward on B_u) | {floor:.1f} | '
+          f'{floor / sup:.2f} |')
+    for name in ('u2pl-nocontrast', 'u2pl'):
+        print(f'| {name} | {med[name]:.1f} | {med[name] / sup:.2f} |')
+
+    # where the full U2PL step spends its time
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            steps['u2pl']()
+            sync(device)
+    totals = {}
+    for event in prof.key_averages():
+        if event.key in SCOPES:
+            cuda_time = getattr(event, 'device_time_total',
+                                getattr(event, 'cuda_time_total', 0))
+            value = cuda_time if device.type == 'cuda' else \
+                event.cpu_time_total
+            totals[event.key] = value / 3 / 1000
+    print('\n| part of the U2PL step (forward only) | ms / iter | share of '
+          'the step |')
+    print('|---|---|---|')
+    for scope in SCOPES:
+        if scope in totals:
+            print(f'| {scope[5:]} | {totals[scope]:.1f} | '
+                  f'{100 * totals[scope] / med["u2pl"]:.1f} % |')
+    rest = med['u2pl'] - sum(totals.values())
+    print(f'| backward, optimizer, rest | {rest:.1f} | '
+          f'{100 * rest / med["u2pl"]:.1f} % |')
+    if device.type == 'cuda':
+        print(f'\npeak GPU memory: '
+              f'{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB')
+
+
+if __name__ == '__main__':
+    main()
