@@ -22,8 +22,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # build per architecture, by tests/test_paper_configs.py.
 PAPER_CONFIG_DIRS = ('voc', 'cityscapes', 'gta2cityscapes', 'backbones')
 CONFIGS = sorted(
-    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                         recursive=True)
+    p for p in glob.glob(
+        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
     if '_base_' not in p and osp.relpath(p, osp.join(ROOT, 'configs')).split(
         os.sep)[0] not in PAPER_CONFIG_DIRS)
 SIZE = 64

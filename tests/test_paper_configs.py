@@ -88,11 +88,12 @@ BACKBONES = dict(
         CONFIG_DIR, 'backbones',
         'u2pl_deeplabv3plus_convnext-t_4xb4+4-80e_voc-classic-366-513x513.py'),
 )
-ALL_PAPER_CONFIGS = (
-    [voc_config(n, u) for ns in VOC_SPLITS.values() for n in ns
-     for u in (True, False)] +
-    [cityscapes_config(n, u) for n in CITYSCAPES_SPLITS for u in (True, False)]
-    + [GTA_U2PL, GTA_SOURCE_ONLY] + list(BACKBONES.values()))
+ALL_PAPER_CONFIGS = ([
+    voc_config(n, u) for ns in VOC_SPLITS.values() for n in ns
+    for u in (True, False)
+] + [
+    cityscapes_config(n, u) for n in CITYSCAPES_SPLITS for u in (True, False)
+] + [GTA_U2PL, GTA_SOURCE_ONLY] + list(BACKBONES.values()))
 
 
 def load(path: str, **kwargs) -> Config:
@@ -103,11 +104,14 @@ def load(path: str, **kwargs) -> Config:
 # ---------------------------------------------------------------------------
 # the fake data tree
 # ---------------------------------------------------------------------------
-VOC_TRAIN = ['2007_000032', '2007_000039', '2007_000063', '2007_000068',
-             '2007_000121']
+VOC_TRAIN = [
+    '2007_000032', '2007_000039', '2007_000063', '2007_000068', '2007_000121'
+]
 VOC_VAL = ['2007_000033']
-CITY_TRAIN = ['aachen/aachen_000000_000019', 'aachen/aachen_000001_000019',
-              'bochum/bochum_000000_000313', 'bremen/bremen_000000_000019']
+CITY_TRAIN = [
+    'aachen/aachen_000000_000019', 'aachen/aachen_000001_000019',
+    'bochum/bochum_000000_000313', 'bremen/bremen_000000_000019'
+]
 CITY_VAL = ['frankfurt/frankfurt_000000_000294']
 GTA = ['00001', '00002']
 NUM_LABELED = 2  # every fake split: the first 2 training images labeled
@@ -142,26 +146,31 @@ def make_fake_tree(root: str) -> str:
         _image(osp.join(voc, 'JPEGImages', f'{name}.jpg'), (64, 48), i)
         folder = 'SegmentationClass' if name in VOC_VAL else \
             'SegmentationClassAug'
-        _label(osp.join(voc, folder, f'{name}.png'), (64, 48),
-               [0, 1, 15, 255], i)
+        _label(
+            osp.join(voc, folder, f'{name}.png'), (64, 48), [0, 1, 15, 255], i)
     _lines(osp.join(voc, 'ImageSets', 'Segmentation', 'val.txt'), VOC_VAL)
     for n in VOC_SPLITS['classic'] + VOC_SPLITS['blender']:
-        _lines(osp.join(root, 'splits', 'voc', str(n), 'labeled.txt'),
-               VOC_TRAIN[:NUM_LABELED])
-        _lines(osp.join(root, 'splits', 'voc', str(n), 'unlabeled.txt'),
-               VOC_TRAIN[NUM_LABELED:])
+        _lines(
+            osp.join(root, 'splits', 'voc', str(n), 'labeled.txt'),
+            VOC_TRAIN[:NUM_LABELED])
+        _lines(
+            osp.join(root, 'splits', 'voc', str(n), 'unlabeled.txt'),
+            VOC_TRAIN[NUM_LABELED:])
 
     city = osp.join(root, 'cityscapes')
     for subset, names in (('train', CITY_TRAIN), ('val', CITY_VAL)):
         for i, name in enumerate(names):
-            _image(osp.join(city, 'leftImg8bit', subset,
-                            f'{name}_leftImg8bit.png'), (128, 64), i)
-            _label(osp.join(city, 'gtFine', subset,
-                            f'{name}_gtFine_labelTrainIds.png'), (128, 64),
-                   [0, 2, 13, 18, 255], i)
+            _image(
+                osp.join(city, 'leftImg8bit', subset,
+                         f'{name}_leftImg8bit.png'), (128, 64), i)
+            _label(
+                osp.join(city, 'gtFine', subset,
+                         f'{name}_gtFine_labelTrainIds.png'), (128, 64),
+                [0, 2, 13, 18, 255], i)
     for n in CITYSCAPES_SPLITS:
-        _lines(osp.join(root, 'splits', 'cityscapes', str(n), 'labeled.txt'),
-               CITY_TRAIN[:NUM_LABELED])
+        _lines(
+            osp.join(root, 'splits', 'cityscapes', str(n), 'labeled.txt'),
+            CITY_TRAIN[:NUM_LABELED])
         _lines(
             osp.join(root, 'splits', 'cityscapes', str(n), 'unlabeled.txt'),
             CITY_TRAIN[NUM_LABELED:])
@@ -170,10 +179,12 @@ def make_fake_tree(root: str) -> str:
         _image(osp.join(root, 'gta', 'images', f'{name}.png'), (96, 53), i)
         # raw GTA5 labels hold Cityscapes label ids; the converted ones
         # train ids
-        _label(osp.join(root, 'gta', 'labels', f'{name}.png'), (96, 53),
-               [7, 26, 0], i)
-        _label(osp.join(root, 'gta', 'labels', f'{name}_labelTrainIds.png'),
-               (96, 53), [0, 13, 255], i)
+        _label(
+            osp.join(root, 'gta', 'labels', f'{name}.png'), (96, 53),
+            [7, 26, 0], i)
+        _label(
+            osp.join(root, 'gta', 'labels', f'{name}_labelTrainIds.png'),
+            (96, 53), [0, 13, 255], i)
     return root
 
 
@@ -236,8 +247,11 @@ def _without_split_paths(cfg: Config, family: str) -> dict:
 @pytest.mark.parametrize('family', ['voc', 'cityscapes'])
 def test_split_siblings_differ_only_by_split_paths(family, u2pl):
     if family == 'voc':
-        paths = {n: voc_config(n, u2pl) for ns in VOC_SPLITS.values()
-                 for n in ns}
+        paths = {
+            n: voc_config(n, u2pl)
+            for ns in VOC_SPLITS.values()
+            for n in ns
+        }
     else:
         paths = {n: cityscapes_config(n, u2pl) for n in CITYSCAPES_SPLITS}
     reference = None
@@ -334,9 +348,8 @@ def test_voc_settings_are_the_papers():
     assert unlabeled.data_prefix == dict(
         img_path='VOCdevkit/VOC2012/JPEGImages')
     assert 'LoadAnnotations' not in [t.type for t in unlabeled.pipeline]
-    assert [t.type for t in cfg.val_dataloader.dataset.pipeline] == [
-        'LoadImageFromFile', 'LoadAnnotations', 'PackSegInputs'
-    ]
+    assert [t.type for t in cfg.val_dataloader.dataset.pipeline
+            ] == ['LoadImageFromFile', 'LoadAnnotations', 'PackSegInputs']
     assert model.segmentor.data_preprocessor.size == (513, 513)
     assert model.segmentor.data_preprocessor.seg_pad_val == 255
     assert model.segmentor.data_preprocessor.pad_val == 0
@@ -350,8 +363,9 @@ def test_voc_settings_are_the_papers():
         'representation_head': dict(lr_mult=10.)
     }
     _poly_checks(cfg, 80)
-    assert dict(type='MeanTeacherHook', warmup_epochs=1,
-                max_decay=0.99) in cfg.custom_hooks
+    assert dict(
+        type='MeanTeacherHook', warmup_epochs=1,
+        max_decay=0.99) in cfg.custom_hooks
     assert cfg.val_cfg.type == 'TeacherStudentValLoop'
     assert cfg.default_hooks.checkpoint.save_best == 'teacher/mIoU'
     assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
@@ -397,8 +411,9 @@ def test_cityscapes_settings_are_the_papers():
         type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4)
     assert 'paramwise_cfg' not in cfg.optim_wrapper  # heads x1
     _poly_checks(cfg, 200)
-    assert dict(type='MeanTeacherHook', warmup_epochs=0,
-                max_decay=0.99) in cfg.custom_hooks
+    assert dict(
+        type='MeanTeacherHook', warmup_epochs=0,
+        max_decay=0.99) in cfg.custom_hooks
     assert cfg.default_hooks.checkpoint.save_best == 'teacher/mIoU'
 
 
@@ -465,21 +480,21 @@ def _check_semi_item(item: dict, crop: int) -> None:
         assert height <= crop and width <= crop
 
 
-@pytest.mark.parametrize('path,crop,num_labeled,num_unlabeled', [
-    (voc_config(92), 513, NUM_LABELED, len(VOC_TRAIN) - NUM_LABELED),
-    (voc_config(5291), 513, NUM_LABELED, len(VOC_TRAIN) - NUM_LABELED),
-    (cityscapes_config(186), 769, NUM_LABELED,
-     len(CITY_TRAIN) - NUM_LABELED),
-    (GTA_U2PL, 769, len(GTA), len(CITY_TRAIN)),
-],
-                         ids=['voc-classic', 'voc-blender', 'cityscapes',
-                              'gta2cityscapes'])
+@pytest.mark.parametrize(
+    'path,crop,num_labeled,num_unlabeled', [
+        (voc_config(92), 513, NUM_LABELED, len(VOC_TRAIN) - NUM_LABELED),
+        (voc_config(5291), 513, NUM_LABELED, len(VOC_TRAIN) - NUM_LABELED),
+        (cityscapes_config(186), 769, NUM_LABELED,
+         len(CITY_TRAIN) - NUM_LABELED),
+        (GTA_U2PL, 769, len(GTA), len(CITY_TRAIN)),
+    ],
+    ids=['voc-classic', 'voc-blender', 'cityscapes', 'gta2cityscapes'])
 def test_semi_datasets_build_and_load(fake_root, path, crop, num_labeled,
                                       num_unlabeled):
     cfg = set_data_root(load(path), fake_root)
     train = build_dataset(cfg, 'train_dataloader')
     assert (len(train.labeled), len(train.unlabeled)) == (num_labeled,
-                                                         num_unlabeled)
+                                                          num_unlabeled)
     assert len(train) == num_unlabeled  # an epoch: the unlabeled set
     assert train.labeled.metainfo['classes'] == \
         train.unlabeled.metainfo['classes']
@@ -493,11 +508,11 @@ def test_semi_datasets_build_and_load(fake_root, path, crop, num_labeled,
     assert sample.gt_sem_seg.shape == tuple(sample.ori_shape)
 
 
-@pytest.mark.parametrize('path', [
-    voc_config(1464, False),
-    cityscapes_config(1488, False), GTA_SOURCE_ONLY
-],
-                         ids=['voc', 'cityscapes', 'gta'])
+@pytest.mark.parametrize(
+    'path',
+    [voc_config(1464, False),
+     cityscapes_config(1488, False), GTA_SOURCE_ONLY],
+    ids=['voc', 'cityscapes', 'gta'])
 def test_supervised_datasets_build_and_load(fake_root, path):
     cfg = set_data_root(load(path), fake_root)
     train = build_dataset(cfg, 'train_dataloader')
@@ -516,16 +531,18 @@ def packed_batch(num: int, num_classes: int, with_label: bool = True):
     inputs, samples = [], []
     for _ in range(num):
         inputs.append(
-            torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8,
-                          generator=gen))
+            torch.randint(
+                0, 256, (3, SIZE, SIZE), dtype=torch.uint8, generator=gen))
         sample = SegDataSample()
         if with_label:
             sample.gt_sem_seg = PixelData(
-                data=torch.randint(0, num_classes, (1, SIZE, SIZE),
-                                   generator=gen))
+                data=torch.randint(
+                    0, num_classes, (1, SIZE, SIZE), generator=gen))
         sample.set_metainfo(
-            dict(img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE),
-                 pad_shape=(SIZE, SIZE)))
+            dict(
+                img_shape=(SIZE, SIZE),
+                ori_shape=(SIZE, SIZE),
+                pad_shape=(SIZE, SIZE)))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
@@ -622,17 +639,18 @@ def test_voc_u2pl_network_trains_one_iteration(fake_root, one_thread):
     model.init_weights()
     backbone = model.student.backbone
     # deep stem 3 -> 64 -> 64 -> 128
-    assert [m.out_channels for m in backbone.stem
-            if isinstance(m, torch.nn.Conv2d)] == [64, 64, 128]
+    assert [
+        m.out_channels for m in backbone.stem
+        if isinstance(m, torch.nn.Conv2d)
+    ] == [64, 64, 128]
     assert len(backbone.layer3) == 23  # ResNet-101
     assert [b.conv2.dilation[0] for b in backbone.layer3] == [1] + [2] * 22
     assert [b.conv2.dilation[0] for b in backbone.layer4] == [4, 8, 16]
     with torch.no_grad():
         feats = backbone(torch.zeros(1, 3, SIZE, SIZE))
-    assert [tuple(f.shape[1:]) for f in feats] == [(256, 16, 16),
-                                                  (512, 8, 8),
-                                                  (1024, 8, 8),
-                                                  (2048, 8, 8)]  # OS 8
+    assert [tuple(f.shape[1:]) for f in feats] == [(256, 16, 16), (512, 8, 8),
+                                                   (1024, 8, 8),
+                                                   (2048, 8, 8)]  # OS 8
     head = model.student.decode_head
     assert head.fused_channels == 512
     rep = model.student.representation_head
@@ -644,9 +662,9 @@ def test_voc_u2pl_network_trains_one_iteration(fake_root, one_thread):
     lr = dict(
         backbone=_lr_of(optim_wrapper,
                         _param(model, 'student.backbone.stem.0.weight')),
-        decoder=_lr_of(optim_wrapper,
-                       _param(model,
-                              'student.decode_head.c1_bottleneck.conv.weight')),
+        decoder=_lr_of(
+            optim_wrapper,
+            _param(model, 'student.decode_head.c1_bottleneck.conv.weight')),
         representation=_lr_of(
             optim_wrapper,
             next(model.student.representation_head.parameters())))
@@ -691,11 +709,77 @@ def test_cityscapes_u2pl_network_trains_one_iteration(fake_root, one_thread):
     sup_cfg = load(cityscapes_config(186, False))
     assert model_cfg_for_test(sup_cfg) == model_cfg_for_test(cfg).segmentor
     assert model_cfg_for_test(load(GTA_U2PL)) == model_cfg_for_test(cfg)
-    assert model_cfg_for_test(load(GTA_SOURCE_ONLY)) == model_cfg_for_test(sup_cfg)
+    assert model_cfg_for_test(
+        load(GTA_SOURCE_ONLY)) == model_cfg_for_test(sup_cfg)
     sup_model = model.student
     log_vars = run_one_iteration(sup_cfg, sup_model)
     assert 'aux.loss_ce' in log_vars
     run_val_step(sup_cfg, sup_model, fake_root)
+
+
+def _shrink_for_runner(cfg: Config, work_dir: str) -> Config:
+    """A few-second run of a paper config: tiny network and crops.
+
+    Everything else (loop, hooks, schedulers, validation loop, checkpoint
+    rule, datasets and pipelines) stays as configured.
+    """
+    convert_sync_bn(cfg.model)
+    student = cfg.model.segmentor
+    student.backbone.update(
+        depth=18,
+        stem_channels=16,
+        base_channels=8,
+        multi_grid=None,
+        init_cfg=None)
+    student.decode_head.update(
+        in_channels=64,
+        c1_in_channels=8,
+        channels=16,
+        c1_channels=16,
+        classifier_channels=16)
+    for preprocessor in (student.data_preprocessor, cfg.data_preprocessor):
+        preprocessor.size = (SIZE, SIZE)
+    cfg.model.contrastive_loss.memory_size = 100
+    cfg.model.representation_head.update(channels=16, out_channels=16)
+    dataset = cfg.train_dataloader.dataset
+    for side in (dataset.labeled, dataset.unlabeled):
+        for transform in side.pipeline:
+            if transform.type == 'RandomResize':
+                transform.scale = (SIZE, SIZE)
+            if transform.type == 'RandomCrop':
+                transform.crop_size = (SIZE, SIZE)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].update(num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.batch_size = 2
+    cfg.train_cfg.update(max_epochs=2, val_interval=1)
+    cfg.param_scheduler[0].end = 2
+    cfg.default_hooks.checkpoint.interval = 1
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    # a fresh visualizer, not one left by another runner of this process
+    cfg.visualizer.name = f'visualizer_{abs(hash(work_dir))}'
+    return cfg
+
+
+def test_voc_u2pl_epoch_schedule_runs_in_the_runner(tmp_path, one_thread):
+    """Epochs, warm-up epoch, teacher/student validation, best teacher."""
+    from mmengine.runner import Runner
+    root = make_fake_tree(str(tmp_path / 'data'))
+    cfg = set_data_root(load(voc_config(92)), root)
+    cfg = _shrink_for_runner(cfg, str(tmp_path / 'work_paper_u2pl'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    # 3 unlabeled images, 2 per batch, last partial batch dropped: one
+    # iteration per epoch; the warm-up is one epoch = one iteration
+    assert (runner.epoch, runner.iter) == (2, 2)
+    [hook] = [h for h in runner.hooks if type(h).__name__ == 'MeanTeacherHook']
+    assert hook.t_w == 1
+    scalars = runner.message_hub.log_scalars
+    assert 'train/unsup.loss_ce' in scalars  # the second epoch was semi
+    assert 'val/teacher/mIoU' in scalars and 'val/student/mIoU' in scalars
+    best = glob.glob(
+        str(tmp_path / 'work_paper_u2pl' / 'best_teacher_mIoU_epoch_*.pth'))
+    assert len(best) == 1
 
 
 def mmpretrain_unavailable() -> str:
@@ -733,8 +817,8 @@ def test_other_backbones_train_one_iteration(fake_root, one_thread, name):
     if name == 'segformer':
         assert model.student.representation_head.in_channels == 256
     if name == 'convnext':
-        assert type(model.student.backbone).__module__.startswith(
-            'mmpretrain.')
+        assert type(
+            model.student.backbone).__module__.startswith('mmpretrain.')
     run_one_iteration(cfg, model)
     run_val_step(cfg, model, fake_root)
 
@@ -769,6 +853,15 @@ def test_missing_unlabeled_image_names_file_and_line(tmp_path):
     assert 'train_dataloader.dataset.unlabeled' in message
 
 
+def test_missing_voc_split_file_is_named(tmp_path):
+    root = make_fake_tree(str(tmp_path))
+    split = osp.join(root, 'splits', 'voc', '92', 'labeled.txt')
+    os.remove(split)
+    cfg = set_data_root(load(voc_config(92)), root)
+    with pytest.raises(FileNotFoundError, match=re.escape(split)):
+        build_dataset(cfg, 'train_dataloader')
+
+
 def _overlapping_split(root: str) -> tuple:
     labeled = osp.join(root, 'splits', 'voc', '183', 'labeled.txt')
     unlabeled = osp.join(root, 'splits', 'voc', '183', 'unlabeled.txt')
@@ -795,11 +888,6 @@ def test_overlapping_lists_of_a_config_are_reported(tmp_path):
     assert f'{unlabeled!r} line 4' in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason='SemiDataset does not check that the labeled and unlabeled lists '
-    'are disjoint (only tools/misc/convert_u2pl_splits.py / check_split do)')
 def test_semi_dataset_rejects_overlapping_lists(tmp_path):
     root = make_fake_tree(str(tmp_path))
     _overlapping_split(root)

@@ -4,7 +4,7 @@
 # stride-4 map the SegFormer head feeds to its classifier (in_channels is
 # inferred). Optimiser as in SegFormer (AdamW, no decay on norms and
 # positional blocks, heads x10); the poly schedule is the paper's.
-_base_ = '../voc/u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-366-513x513.py'
+_base_ = '../voc/u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-366-513x513.py'  # noqa
 checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/mit_b2_20220624-66e8bf70.pth'  # noqa
 model = dict(
     segmentor=dict(
@@ -44,8 +44,7 @@ optim_wrapper = dict(
         lr=6e-5,
         betas=(0.9, 0.999),
         weight_decay=0.01),
-    paramwise_cfg=dict(
-        custom_keys={
-            'pos_block': dict(decay_mult=0.),
-            'norm': dict(decay_mult=0.)
-        }))
+    paramwise_cfg=dict(custom_keys={
+        'pos_block': dict(decay_mult=0.),
+        'norm': dict(decay_mult=0.)
+    }))

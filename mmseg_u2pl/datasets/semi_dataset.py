@@ -1,6 +1,8 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """The mixed labeled/unlabeled dataset wrapper (method section 2)."""
 import copy
+import os
+import os.path as osp
 import warnings
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -23,7 +25,9 @@ class SemiDataset(Dataset):
     with labeled sample ``labeled_order[i]``, where ``labeled_order`` repeats
     a seeded permutation of the labeled set, so every labeled sample is used
     equally often (``len(unlabeled) // len(labeled)`` or one more times per
-    epoch). The sampler (mmengine's ``DefaultSampler`` or ``InfiniteSampler``)
+    epoch). When the labeled set is the larger one (domain adaptation: e.g.
+    24,966 GTA5 frames and 2,975 Cityscapes images) the roles swap: an epoch
+    is one pass over the labeled set and the unlabeled set is repeated. The sampler (mmengine's ``DefaultSampler`` or ``InfiniteSampler``)
     shuffles and shards item indices as usual, so each epoch and each rank
     sees a different labeled sequence, and a resumed run sees the same one.
 
@@ -68,7 +72,11 @@ class SemiDataset(Dataset):
         self.unlabeled = self._build('unlabeled', unlabeled, check_files)
         self.seed = seed
         self._check_consistency()
-        self.labeled_order = self._make_labeled_order()
+        self._check_disjoint()
+        num = len(self)
+        self.labeled_order = balanced_order(len(self.labeled), num, seed)
+        self.unlabeled_order = balanced_order(
+            len(self.unlabeled), num, seed + 1)
 
     @staticmethod
     def _build(side: str, cfg, check_files: bool) -> BaseDataset:
@@ -94,6 +102,8 @@ class SemiDataset(Dataset):
             if check_files and isinstance(dataset_cls, type) and issubclass(
                     dataset_cls, BaseDataset):
                 cfg['lazy_init'] = True
+            if check_files:
+                _check_cfg_paths(side, cfg)
             with _naming_side(side):
                 dataset = DATASETS.build(cfg)
         if check_files:
@@ -122,13 +132,25 @@ class SemiDataset(Dataset):
                 '`train_dataloader.dataset.unlabeled`, or map the source '
                 'labels to the target classes for domain adaptation).')
 
-    def _make_labeled_order(self) -> np.ndarray:
-        num_l, num_u = len(self.labeled), len(self.unlabeled)
-        rng = np.random.default_rng(self.seed)
-        repeats = -(-num_u // num_l)
-        order = np.concatenate(
-            [rng.permutation(num_l) for _ in range(repeats)])
-        return order[:num_u]
+    def _check_disjoint(self) -> None:
+        """A labeled image must not also be in the unlabeled set."""
+        labeled = {info['img_path']: i
+                   for i, info in enumerate(_data_list(self.labeled))}
+        overlap = [(labeled[info['img_path']], j, info['img_path'])
+                   for j, info in enumerate(_data_list(self.unlabeled))
+                   if info['img_path'] in labeled]
+        if overlap:
+            shown = '\n'.join(
+                f'  {path} (labeled entry {i + 1}, unlabeled entry {j + 1})'
+                for i, j, path in overlap[:5])
+            raise ValueError(
+                f'SemiDataset: {len(overlap)} image(s) are in both the '
+                'labeled and the unlabeled split '
+                '(`train_dataloader.dataset.labeled.ann_file` / '
+                '`...unlabeled.ann_file`):\n' + shown + '\nA labeled image '
+                'must not be pseudo-labeled too: remove it from the '
+                'unlabeled list (tools/misc/make_splits.py writes disjoint '
+                'lists).')
 
     def check_batch_size(self, batch_size: int, world_size: int = 1) -> None:
         """Check that the batch size fits the unlabeled set.
@@ -180,11 +202,11 @@ class SemiDataset(Dataset):
         return copy.deepcopy(self.labeled.metainfo)
 
     def __len__(self) -> int:
-        return len(self.unlabeled)
+        return max(len(self.labeled), len(self.unlabeled))
 
     def __getitem__(self, idx: int) -> dict:
         labeled = self.labeled[int(self.labeled_order[idx])]
-        unlabeled = self.unlabeled[idx]
+        unlabeled = self.unlabeled[int(self.unlabeled_order[idx])]
         self._check_labels(labeled)
         return dict(labeled=labeled, unlabeled=unlabeled)
 
@@ -227,3 +249,50 @@ def _naming_side(side: str) -> Iterator[None]:
         except Exception:  # an exception type with other arguments
             raise error
         raise renamed from error
+
+
+def balanced_order(num_samples: int, length: int, seed: int) -> np.ndarray:
+    """``length`` indices into ``num_samples`` samples, used equally often.
+
+    Concatenated seeded permutations, cut to ``length``: every sample appears
+    ``length // num_samples`` or one more times. With ``length ==
+    num_samples`` it is the identity (the sampler shuffles anyway).
+    """
+    if length == num_samples:
+        return np.arange(num_samples)
+    rng = np.random.default_rng(seed)
+    repeats = -(-length // num_samples)
+    order = np.concatenate([rng.permutation(num_samples)
+                            for _ in range(repeats)])
+    return order[:length]
+
+
+def _data_list(dataset) -> list:
+    """The data infos of a dataset (mmengine ``BaseDataset`` or a list)."""
+    if hasattr(dataset, 'data_list'):
+        return dataset.data_list
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
+
+
+def _check_cfg_paths(side: str, cfg: dict) -> None:
+    """Check ``data_root`` and ``ann_file`` before the dataset is built.
+
+    Some mmseg datasets (e.g. ``PascalVOCDataset``) assert on a missing split
+    file in their constructor, with an empty message.
+    """
+    key = f'train_dataloader.dataset.{side}'
+    data_root = cfg.get('data_root') or ''
+    if data_root and not osp.isdir(data_root):
+        raise FileNotFoundError(
+            f'SemiDataset: `{key}.data_root` = {data_root!r} is not a '
+            f'directory (working directory: {os.getcwd()}). Prepare the data '
+            '(see docs/data_preparation.md) or fix the path.')
+    ann_file = cfg.get('ann_file') or ''
+    if ann_file:
+        path = ann_file if osp.isabs(ann_file) or not data_root else \
+            osp.join(data_root, ann_file)
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'SemiDataset: the split file `{key}.ann_file` = {path!r} '
+                'does not exist. Write it with tools/misc/make_splits.py or '
+                'tools/misc/convert_u2pl_splits.py, or fix the path.')

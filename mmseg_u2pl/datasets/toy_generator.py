@@ -23,6 +23,7 @@ Only numpy and PIL are used (no torch): the generator runs anywhere, fast.
 Each image is seeded from ``(seed, split, index)``, so the output does not
 depend on generation order and the same arguments give byte-identical files.
 """
+import colorsys
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = '1.1'
+GENERATOR_VERSION = '2.0'
 
 CLASSES = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
@@ -47,12 +48,16 @@ SPLIT_STREAMS = {'train': 0, 'val': 1}
 _SPLIT_LIST_STREAM = 2
 
 # Object and scene statistics (sizes in pixels unless noted).
-MIN_OBJECT_SIZE = 6.
+MIN_OBJECT_SIZE = 10.
 MAX_OBJECT_SIZE_RATIO = 0.4  # of the image side
 MAX_ASPECT = 1.5
 MAX_OBJECTS = 6
 MIN_OBJECT_CONTRAST = 48.  # mean RGB distance to what the object covers
 TEXTURES = ('plain', 'stripes', 'dots', 'checker', 'gradient')
+# Each object class has a preferred hue; the spread makes neighbouring classes
+# overlap, so colour is a weak cue and shape has to settle the class.
+CLASS_HUES = {1: 0.0, 2: 0.2, 3: 0.4, 4: 0.6, 5: 0.8}
+HUE_SPREAD = 0.1
 TEXTURE_CONTRAST = (0.15, 0.5)  # share of a full colour change
 
 _OWN_IMAGE = re.compile(r'^(train|val)_\d+\.png$')
@@ -62,13 +67,26 @@ _OWN_SPLIT = re.compile(r'^(train|val|(un)?labeled_[\w.\-]+)\.txt$')
 # ---------------------------------------------------------------------------
 # Drawing
 # ---------------------------------------------------------------------------
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    """One colour of the distribution shared by every class and clutter."""
-    return rng.uniform(0., 255., size=3)
+def _random_colour(rng: np.random.Generator,
+                   hue: Optional[float] = None) -> np.ndarray:
+    """A random RGB colour, around ``hue`` (in [0, 1)) when one is given.
+
+    Without a hue the colour is uniform in RGB (backgrounds). With one, the
+    hue is drawn from a normal distribution of std :data:`HUE_SPREAD` around
+    it, with random saturation and value: neighbouring classes overlap.
+    """
+    if hue is None:
+        return rng.uniform(0., 255., size=3)
+    h = (hue + rng.normal(0., HUE_SPREAD)) % 1.
+    rgb = colorsys.hsv_to_rgb(h, rng.uniform(0.5, 1.), rng.uniform(0.5, 1.))
+    return np.asarray(rgb) * 255.
 
 
-def _texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray,
-             img_size: int) -> np.ndarray:
+def _texture(rng: np.random.Generator,
+             ys: np.ndarray,
+             xs: np.ndarray,
+             img_size: int,
+             hue: Optional[float] = None) -> np.ndarray:
     """Colour the points ``(ys, xs)`` with a random two-colour texture.
 
     The texture family and its parameters do not depend on what is drawn.
@@ -78,16 +96,18 @@ def _texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray,
         ys (np.ndarray): Row coordinates, any shape.
         xs (np.ndarray): Column coordinates, same shape as ``ys``.
         img_size (int): Image side, scales the gradient.
+        hue (float, optional): Preferred hue of the colours (objects and
+            clutter); None for uniform colours (backgrounds).
 
     Returns:
         np.ndarray: Colours of shape ``ys.shape + (3, )``, float32.
     """
     kind = TEXTURES[rng.integers(len(TEXTURES))]
-    colour_a = _random_colour(rng)
+    colour_a = _random_colour(rng, hue)
     # The second colour lies part-way towards another random colour: texture
     # edges stay weaker, on average, than the outlines that carry the class.
     contrast = rng.uniform(*TEXTURE_CONTRAST)
-    colour_b = colour_a + contrast * (_random_colour(rng) - colour_a)
+    colour_b = colour_a + contrast * (_random_colour(rng, hue) - colour_a)
     angle = rng.uniform(0., math.pi)
     along = xs * math.cos(angle) + ys * math.sin(angle)
     across = -xs * math.sin(angle) + ys * math.cos(angle)
@@ -113,6 +133,11 @@ def _texture(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray,
                          1.)
     weight = weight.astype(np.float32)[..., None]
     return (colour_a + weight * (colour_b - colour_a)).astype(np.float32)
+
+
+def _clutter_hue(rng: np.random.Generator) -> float:
+    """Clutter takes the hue of a random object class (a distractor)."""
+    return CLASS_HUES[int(rng.integers(1, len(CLASSES)))]
 
 
 def _window(cy: float, cx: float, radius: float,
@@ -192,7 +217,7 @@ def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray,
         along = dx * math.cos(angle) + dy * math.sin(angle)
         across = -dx * math.sin(angle) + dy * math.cos(angle)
         mask = (np.abs(along) <= half_len) & (np.abs(across) <= half_width)
-        canvas[win][mask] = _random_colour(rng)
+        canvas[win][mask] = _random_colour(rng, _clutter_hue(rng))
     for _ in range(rng.integers(0, 5)):  # irregular blobs
         cy, cx = rng.uniform(0., img_size, size=2)
         base = rng.uniform(1.5, 3.)
@@ -208,7 +233,8 @@ def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray,
                 0.25) * np.cos(harmonic * theta + rng.uniform(0., 2 * math.pi))
         mask = dy * dy + dx * dx <= radius * radius
         ys, xs = grid_y[win][mask], grid_x[win][mask]
-        canvas[win][mask] = _texture(rng, ys, xs, img_size)
+        canvas[win][mask] = _texture(rng, ys, xs, img_size,
+                                     _clutter_hue(rng))
     num_specks = rng.integers(0, 30)
     ys = rng.integers(0, img_size, size=num_specks)
     xs = rng.integers(0, img_size, size=num_specks)
@@ -247,7 +273,8 @@ def render_sample(rng: np.random.Generator,
         ys, xs = ys[mask], xs[mask]
         covered = canvas[win][mask].mean(axis=0)
         for _ in range(4):  # keep objects visible against what they cover
-            colours = _texture(rng, ys, xs, img_size)
+            colours = _texture(rng, ys, xs, img_size,
+                               CLASS_HUES[class_id])
             if np.linalg.norm(colours.mean(axis=0) -
                               covered) >= MIN_OBJECT_CONTRAST:
                 break

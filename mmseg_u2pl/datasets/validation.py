@@ -26,7 +26,8 @@ MAX_LISTED = 5
 DEFAULT_FIX_HINT = (
     'check data_root / data_prefix / ann_file in your config '
     '(relative paths are resolved from the current directory '
-    '{cwd}); for the toy dataset run '
+    '{cwd}); prepare VOC / Cityscapes as in docs/data_preparation.md, '
+    'or for the toy dataset run '
     '`python tools/misc/make_toy_dataset.py --out <data_root>`')
 
 

@@ -61,8 +61,7 @@ train_dataloader = dict(
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
-        data_prefix=dict(
-            img_path=voc_img_path, seg_map_path=voc_seg_map_path),
+        data_prefix=dict(img_path=voc_img_path, seg_map_path=voc_seg_map_path),
         ann_file='splits/voc/1464/labeled.txt',
         pipeline=train_pipeline))
 val_dataloader = dict(

@@ -26,11 +26,10 @@ optim_wrapper = dict(
     # decoder and representation head x10; keys match by substring, so
     # they also hit the U2PL student's `student.decode_head.*` and
     # `student.representation_head.*` (the teacher is never optimised).
-    paramwise_cfg=dict(
-        custom_keys={
-            'decode_head': dict(lr_mult=10.),
-            'representation_head': dict(lr_mult=10.)
-        }))
+    paramwise_cfg=dict(custom_keys={
+        'decode_head': dict(lr_mult=10.),
+        'representation_head': dict(lr_mult=10.)
+    }))
 # poly, power 0.9, updated every iteration, down to 0
 param_scheduler = [
     dict(
