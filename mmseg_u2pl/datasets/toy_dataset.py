@@ -11,7 +11,7 @@ from .validation import (check_dataset_files, check_dataset_paths,
 
 @DATASETS.register_module()
 class ToyShapesDataset(BaseSegDataset):
-    """Textured shapes on a cluttered background, told apart by shape only.
+    """Textured shapes on a cluttered background (colour hints, shape decides).
 
     Classes: ``background, disk, square, triangle, ring, cross``. Generate the
     files once with ``python tools/misc/make_toy_dataset.py --out data/toy``;

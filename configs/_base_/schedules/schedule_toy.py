@@ -3,7 +3,7 @@
 # scratch in minutes, for which AdamW is far more reliable.
 max_iters = 2000
 val_interval = 500
-optimizer = dict(type="AdamW", lr=3e-3, betas=(0.9, 0.999), weight_decay=0.01)
+optimizer = dict(type="AdamW", lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01)
 optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
 param_scheduler = [
     dict(
