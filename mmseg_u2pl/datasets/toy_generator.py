@@ -18,7 +18,8 @@ preferred hue, but the hues of neighbouring classes overlap (a colour-only
 pixel classifier trained on all labels gets about two thirds of the object
 pixels right), so the class has to be settled by the object's *shape*.
 Textures are drawn independently of the class, the background can take any
-colour and carries clutter (thin lines, blobs, specks) in object-like colours,
+colour (weakly saturated) and carries clutter (thin lines, blobs, specks) in
+object-like colours,
 objects vary widely in size, rotation and aspect ratio, and they occlude each
 other (the label follows what is visible).
 
@@ -39,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-GENERATOR_VERSION = '2.1'
+GENERATOR_VERSION = '2.2'
 
 CLASSES = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
 PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
@@ -74,12 +75,14 @@ def _random_colour(rng: np.random.Generator,
                    hue: Optional[float] = None) -> np.ndarray:
     """A random RGB colour, around ``hue`` (in [0, 1)) when one is given.
 
-    Without a hue the colour is uniform in RGB (backgrounds). With one, the
+    Without a hue the colour is weakly saturated (backgrounds). With one, the
     hue is drawn from a normal distribution of std :data:`HUE_SPREAD` around
     it, with random saturation and value: neighbouring classes overlap.
     """
-    if hue is None:
-        return rng.uniform(0., 255., size=3)
+    if hue is None:  # backgrounds: any hue, weakly saturated
+        rgb = colorsys.hsv_to_rgb(
+            rng.uniform(0., 1.), rng.uniform(0., 0.35), rng.uniform(0.25, 0.95))
+        return np.asarray(rgb) * 255.
     h = (hue + rng.normal(0., HUE_SPREAD)) % 1.
     rgb = colorsys.hsv_to_rgb(h, rng.uniform(0.5, 1.), rng.uniform(0.5, 1.))
     return np.asarray(rgb) * 255.

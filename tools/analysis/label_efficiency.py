@@ -118,7 +118,7 @@ def main():
                         default=['supervised', 'u2pl-nocontrast', 'u2pl'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=2000)
-    parser.add_argument('--warmup', type=int, default=200)
+    parser.add_argument('--warmup', type=int, default=500)
     parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
     parser.add_argument('--quick', action='store_true',
                         help='1/16 only, one seed')
