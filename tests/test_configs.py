@@ -32,14 +32,17 @@ SIZE = 64
 def packed_batch(num: int, num_classes: int, with_label: bool = True):
     inputs, samples = [], []
     for _ in range(num):
-        inputs.append(torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8))
+        inputs.append(
+            torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8))
         sample = SegDataSample()
         if with_label:
             sample.gt_sem_seg = PixelData(
                 data=torch.randint(0, num_classes, (1, SIZE, SIZE)))
         sample.set_metainfo(
-            dict(img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE),
-                 pad_shape=(SIZE, SIZE)))
+            dict(
+                img_shape=(SIZE, SIZE),
+                ori_shape=(SIZE, SIZE),
+                pad_shape=(SIZE, SIZE)))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
@@ -87,19 +90,23 @@ def test_config_builds_and_trains_one_step(config):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     log_vars = model.train_step(data, optim_wrapper)
     assert torch.isfinite(log_vars['loss'])
-    changed = [k for k, v in model.state_dict().items()
-               if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    changed = [
+        k for k, v in model.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
     if semi:
         assert 'unsup.loss_ce' in log_vars
         assert any(k.startswith('sup.') for k in log_vars)
         assert any(k.startswith('student.backbone') for k in changed)
         # the optimizer never touches the teacher's parameters
-        teacher_params = {f'teacher.{n}' for n, _ in
-                          model.teacher.named_parameters()}
+        teacher_params = {
+            f'teacher.{n}'
+            for n, _ in model.teacher.named_parameters()
+        }
         assert not teacher_params & set(changed)
         if getattr(model, 'contrastive_loss', None) is not None:
             assert 'contrast.loss_contrast' in log_vars
-            assert any(k.startswith('student.representation_head')
-                       for k in changed)
+            assert any(
+                k.startswith('student.representation_head') for k in changed)
     else:
         assert any(k.startswith('backbone') for k in changed)

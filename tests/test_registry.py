@@ -21,8 +21,8 @@ EXPECTED = [
 ]
 
 
-@pytest.mark.parametrize('registry,name', EXPECTED,
-                         ids=[name for _, name in EXPECTED])
+@pytest.mark.parametrize(
+    'registry,name', EXPECTED, ids=[name for _, name in EXPECTED])
 def test_registered_in_mmseg_registries(registry, name):
     cls = registry.get(name)
     assert cls is not None, f'{name} is not registered in {registry.name}'

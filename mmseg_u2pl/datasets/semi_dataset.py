@@ -27,7 +27,8 @@ class SemiDataset(Dataset):
     equally often (``len(unlabeled) // len(labeled)`` or one more times per
     epoch). When the labeled set is the larger one (domain adaptation: e.g.
     24,966 GTA5 frames and 2,975 Cityscapes images) the roles swap: an epoch
-    is one pass over the labeled set and the unlabeled set is repeated. The sampler (mmengine's ``DefaultSampler`` or ``InfiniteSampler``)
+    is one pass over the labeled set and the unlabeled set is repeated.
+    The sampler (mmengine's ``DefaultSampler`` or ``InfiniteSampler``)
     shuffles and shards item indices as usual, so each epoch and each rank
     sees a different labeled sequence, and a resumed run sees the same one.
 
@@ -134,8 +135,10 @@ class SemiDataset(Dataset):
 
     def _check_disjoint(self) -> None:
         """A labeled image must not also be in the unlabeled set."""
-        labeled = {info['img_path']: i
-                   for i, info in enumerate(_data_list(self.labeled))}
+        labeled = {
+            info['img_path']: i
+            for i, info in enumerate(_data_list(self.labeled))
+        }
         overlap = [(labeled[info['img_path']], j, info['img_path'])
                    for j, info in enumerate(_data_list(self.unlabeled))
                    if info['img_path'] in labeled]
@@ -262,15 +265,13 @@ def balanced_order(num_samples: int, length: int, seed: int) -> np.ndarray:
         return np.arange(num_samples)
     rng = np.random.default_rng(seed)
     repeats = -(-length // num_samples)
-    order = np.concatenate([rng.permutation(num_samples)
-                            for _ in range(repeats)])
+    order = np.concatenate(
+        [rng.permutation(num_samples) for _ in range(repeats)])
     return order[:length]
 
 
 def _data_list(dataset) -> list:
-    """The data infos of a dataset (mmengine ``BaseDataset`` or a list)."""
-    if hasattr(dataset, 'data_list'):
-        return dataset.data_list
+    """The data infos of a dataset (``data_list`` may be serialized away)."""
     return [dataset.get_data_info(i) for i in range(len(dataset))]
 
 

@@ -81,7 +81,8 @@ def _random_colour(rng: np.random.Generator,
     """
     if hue is None:  # backgrounds: any hue, weakly saturated
         rgb = colorsys.hsv_to_rgb(
-            rng.uniform(0., 1.), rng.uniform(0., 0.35), rng.uniform(0.25, 0.95))
+            rng.uniform(0., 1.), rng.uniform(0., 0.35),
+            rng.uniform(0.25, 0.95))
         return np.asarray(rgb) * 255.
     h = (hue + rng.normal(0., HUE_SPREAD)) % 1.
     rgb = colorsys.hsv_to_rgb(h, rng.uniform(0.5, 1.), rng.uniform(0.5, 1.))
@@ -239,8 +240,7 @@ def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray,
                 0.25) * np.cos(harmonic * theta + rng.uniform(0., 2 * math.pi))
         mask = dy * dy + dx * dx <= radius * radius
         ys, xs = grid_y[win][mask], grid_x[win][mask]
-        canvas[win][mask] = _texture(rng, ys, xs, img_size,
-                                     _clutter_hue(rng))
+        canvas[win][mask] = _texture(rng, ys, xs, img_size, _clutter_hue(rng))
     num_specks = rng.integers(0, 30)
     ys = rng.integers(0, img_size, size=num_specks)
     xs = rng.integers(0, img_size, size=num_specks)
@@ -279,8 +279,7 @@ def render_sample(rng: np.random.Generator,
         ys, xs = ys[mask], xs[mask]
         covered = canvas[win][mask].mean(axis=0)
         for _ in range(4):  # keep objects visible against what they cover
-            colours = _texture(rng, ys, xs, img_size,
-                               CLASS_HUES[class_id])
+            colours = _texture(rng, ys, xs, img_size, CLASS_HUES[class_id])
             if np.linalg.norm(colours.mean(axis=0) -
                               covered) >= MIN_OBJECT_CONTRAST:
                 break

@@ -22,9 +22,8 @@ Examples::
     # CPU, the toy configuration (64x64 crops, 4 + 4 images)
     python tools/analysis/benchmark_step.py
     # GPU, the paper's VOC setting (ResNet-101, 513 crop, 4 + 4), AMP on/off
-    python tools/analysis/benchmark_step.py --config \
-        configs/voc/u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-366-513x513.py \
-        --crop 513 --batch 4 --amp both
+    python tools/analysis/benchmark_step.py --crop 513 --batch 4 \
+        --amp both --config configs/voc/u2pl_*_voc-classic-366-513x513.py
 """
 import argparse
 import copy
@@ -32,7 +31,6 @@ import os.path as osp
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -60,8 +58,10 @@ def fake_batch(num, crop, num_classes, device, with_label=True):
             sample.gt_sem_seg = PixelData(
                 data=torch.randint(0, num_classes, (1, crop, crop)))
         sample.set_metainfo(
-            dict(img_shape=(crop, crop), ori_shape=(crop, crop),
-                 pad_shape=(crop, crop)))
+            dict(
+                img_shape=(crop, crop),
+                ori_shape=(crop, crop),
+                pad_shape=(crop, crop)))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
@@ -113,8 +113,8 @@ def build(args, device):
     num_classes = semi.student.decode_head.num_classes
     semi_batch = dict(
         labeled=fake_batch(args.batch, args.crop, num_classes, device),
-        unlabeled=fake_batch(args.batch, args.crop, num_classes, device,
-                             with_label=False))
+        unlabeled=fake_batch(
+            args.batch, args.crop, num_classes, device, with_label=False))
     sup_batch = fake_batch(2 * args.batch, args.crop, num_classes, device)
     return semi, nocontrast, supervised, wrappers, semi_batch, sup_batch
 
@@ -128,16 +128,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=DEFAULT_CONFIG)
     parser.add_argument('--crop', type=int, default=64)
-    parser.add_argument('--batch', type=int, default=4,
-                        help='labeled (= unlabeled) images per iteration')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=4,
+        help='labeled (= unlabeled) images per iteration')
     parser.add_argument('--rounds', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default=None)
     parser.add_argument('--amp', choices=['off', 'on', 'both'], default='off')
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
-    device = torch.device(args.device or (
-        'cuda' if torch.cuda.is_available() else 'cpu'))
+    device = torch.device(
+        args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if args.threads:
         torch.set_num_threads(args.threads)
     amps = {'off': [False], 'on': [True], 'both': [False, True]}[args.amp]
@@ -152,18 +155,21 @@ def run(args, device):
 
     def teacher_forward():
         with torch.no_grad():
-            inputs = semi.data_preprocessor(
-                copy.deepcopy(semi_batch), True)['inputs']['unlabeled']
+            inputs = semi.data_preprocessor(copy.deepcopy(semi_batch),
+                                            True)['inputs']['unlabeled']
             semi._run(semi.teacher, inputs, False)
 
     steps = {
-        'supervised': lambda: supervised.train_step(
+        'supervised':
+        lambda: supervised.train_step(
             copy.deepcopy(sup_batch), wrappers['supervised']),
-        'teacher forward (B_u)': teacher_forward,
-        'u2pl-nocontrast': lambda: nocontrast.train_step(
+        'teacher forward (B_u)':
+        teacher_forward,
+        'u2pl-nocontrast':
+        lambda: nocontrast.train_step(
             copy.deepcopy(semi_batch), wrappers['u2pl-nocontrast']),
-        'u2pl': lambda: semi.train_step(
-            copy.deepcopy(semi_batch), wrappers['u2pl']),
+        'u2pl':
+        lambda: semi.train_step(copy.deepcopy(semi_batch), wrappers['u2pl']),
     }
     times = {name: [] for name in steps}
     for round_idx in range(args.warmup + args.rounds):

@@ -29,11 +29,14 @@ from statistics import mean, pstdev
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 METHODS = {
-    'supervised': 'configs/supervised/'
+    'supervised':
+    'configs/supervised/'
     'deeplabv3plus_r18-d8_1xb4-2k_toy-1-16-64x64.py',
-    'u2pl-nocontrast': 'configs/u2pl/'
+    'u2pl-nocontrast':
+    'configs/u2pl/'
     'u2pl-nocontrast_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py',
-    'u2pl': 'configs/u2pl/'
+    'u2pl':
+    'configs/u2pl/'
     'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py',
 }
 FULL = 'full'
@@ -44,8 +47,10 @@ def split_options(method: str, fraction: str) -> list:
     if fraction == FULL:
         return ['train_dataloader.dataset.ann_file=splits/train.txt']
     if method == 'supervised':
-        return [f'train_dataloader.dataset.ann_file='
-                f'splits/labeled_{fraction}.txt']
+        return [
+            f'train_dataloader.dataset.ann_file='
+            f'splits/labeled_{fraction}.txt'
+        ]
     return [
         f'train_dataloader.dataset.labeled.ann_file='
         f'splits/labeled_{fraction}.txt',
@@ -77,10 +82,11 @@ def run(method: str, fraction: str, seed: int, args) -> float:
     if result is not None and done:
         return result
     cmd = [
-        sys.executable, osp.join(ROOT, 'tools/train.py'),
-        osp.join(ROOT, METHODS[method]), '--work-dir', work_dir,
-        '--cfg-options', f'randomness.seed={seed}',
-        f'train_cfg.max_iters={args.iters}',
+        sys.executable,
+        osp.join(ROOT, 'tools/train.py'),
+        osp.join(ROOT,
+                 METHODS[method]), '--work-dir', work_dir, '--cfg-options',
+        f'randomness.seed={seed}', f'train_cfg.max_iters={args.iters}',
         f'train_cfg.val_interval={args.iters}',
         f'param_scheduler.0.end={args.iters}',
         f'default_hooks.checkpoint.interval={args.iters}'
@@ -88,19 +94,24 @@ def run(method: str, fraction: str, seed: int, args) -> float:
     if method != 'supervised':
         cmd.append(f'custom_hooks.0.warmup_iters={args.warmup}')
     start = time.time()
-    print(f'[label_efficiency] {method} {fraction} seed {seed}: training '
-          f'({args.iters} iters) -> {work_dir}', flush=True)
-    with open(osp.join(args.work_dir, f'{method}_{fraction}_seed{seed}.log'),
-              'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
+    print(
+        f'[label_efficiency] {method} {fraction} seed {seed}: training '
+        f'({args.iters} iters) -> {work_dir}',
+        flush=True)
+    with open(
+            osp.join(args.work_dir, f'{method}_{fraction}_seed{seed}.log'),
+            'w') as log:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f'training failed ({method} {fraction} seed '
                            f'{seed}); see {log.name}')
     result = final_miou(work_dir)
     open(osp.join(work_dir, 'finished'), 'w').close()
-    print(f'[label_efficiency]   mIoU {result:.2f} in '
-          f'{(time.time() - start) / 60:.1f} min', flush=True)
+    print(
+        f'[label_efficiency]   mIoU {result:.2f} in '
+        f'{(time.time() - start) / 60:.1f} min',
+        flush=True)
     return result
 
 
@@ -112,16 +123,18 @@ def fmt(values) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--fractions', nargs='+', default=['1-16', '1-8',
-                                                           '1-4'])
-    parser.add_argument('--methods', nargs='+',
-                        default=['supervised', 'u2pl-nocontrast', 'u2pl'])
+    parser.add_argument(
+        '--fractions', nargs='+', default=['1-16', '1-8', '1-4'])
+    parser.add_argument(
+        '--methods',
+        nargs='+',
+        default=['supervised', 'u2pl-nocontrast', 'u2pl'])
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=2000)
     parser.add_argument('--warmup', type=int, default=500)
     parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
-    parser.add_argument('--quick', action='store_true',
-                        help='1/16 only, one seed')
+    parser.add_argument(
+        '--quick', action='store_true', help='1/16 only, one seed')
     args = parser.parse_args()
     if args.quick:
         args.fractions, args.seeds = ['1-16'], [0]
@@ -129,23 +142,22 @@ def main():
 
     results = {}
     for seed in args.seeds:
-        results.setdefault(('supervised', FULL), []).append(
-            run('supervised', FULL, seed, args))
+        results.setdefault(('supervised', FULL),
+                           []).append(run('supervised', FULL, seed, args))
         for fraction in args.fractions:
             for method in args.methods:
-                results.setdefault((method, fraction), []).append(
-                    run(method, fraction, seed, args))
+                results.setdefault(
+                    (method, fraction),
+                    []).append(run(method, fraction, seed, args))
 
     upper = mean(results[('supervised', FULL)])
-    lines = [
-        f'| labeled | method | mIoU | gap closed |', '|---|---|---|---|'
-    ]
+    lines = ['| labeled | method | mIoU | gap closed |', '|---|---|---|---|']
     for fraction in args.fractions:
         lower = mean(results[('supervised', fraction)])
         for method in args.methods:
             values = results[(method, fraction)]
-            closed = '' if method == 'supervised' else \
-                f'{100 * (mean(values) - lower) / max(upper - lower, 1e-6):.0f} %'
+            share = (mean(values) - lower) / max(upper - lower, 1e-6)
+            closed = '' if method == 'supervised' else f'{100 * share:.0f} %'
             lines.append(f'| {fraction.replace("-", "/")} | {method} | '
                          f'{fmt(values)} | {closed} |')
     lines.append(f'| all | supervised | {fmt(results[("supervised", FULL)])}'

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Save image / pseudo-label / entropy / reliable mask panels during training."""
+"""Save image / pseudo-label / entropy / reliable-mask panels in training."""
 from typing import Optional, Sequence
 
 import numpy as np
@@ -52,7 +52,9 @@ class PseudoLabelVisualizationHook(Hook):
         model = runner.model
         return model.module if is_model_wrapper(model) else model
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         model = self._model(runner)
         if not hasattr(model, 'vis_num_images'):
@@ -60,7 +62,10 @@ class PseudoLabelVisualizationHook(Hook):
         due = self.every_n_train_iters(runner, self.interval)
         model.vis_num_images = self.num_images if due else 0
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs=None) -> None:
         model = self._model(runner)
         record = getattr(model, 'last_pseudo_labels', None)
@@ -69,8 +74,8 @@ class PseudoLabelVisualizationHook(Hook):
         model.last_pseudo_labels = None
         palette = runner.visualizer.dataset_meta.get('palette') \
             if runner.visualizer.dataset_meta else None
-        panel = draw_pseudo_label_panel(
-            record, model.data_preprocessor, palette)
+        panel = draw_pseudo_label_panel(record, model.data_preprocessor,
+                                        palette)
         runner.visualizer.add_image(self.name, panel, step=runner.iter + 1)
 
 
@@ -92,7 +97,8 @@ def _colourise(labels: np.ndarray, palette: Optional[Sequence]) -> np.ndarray:
     return colours[labels]
 
 
-def draw_pseudo_label_panel(record: dict, data_preprocessor,
+def draw_pseudo_label_panel(record: dict,
+                            data_preprocessor,
                             palette: Optional[Sequence] = None) -> np.ndarray:
     """Rows of image | pseudo-label | entropy | reliable mask (RGB uint8)."""
     import matplotlib
@@ -104,14 +110,18 @@ def draw_pseudo_label_panel(record: dict, data_preprocessor,
         np.uint8)
     reliable = record['reliable_mask'].cpu().numpy()
     valid = record['valid_mask'].cpu().numpy()
-    mask_rgb = np.where(reliable, 255, np.where(valid, 0, 128)).astype(
-        np.uint8)[..., None].repeat(3, axis=-1)
+    mask_rgb = np.where(reliable, 255,
+                        np.where(valid, 0, 128)).astype(np.uint8)[...,
+                                                                  None].repeat(
+                                                                      3,
+                                                                      axis=-1)
     rows = []
     for i in range(images.shape[0]):
         if images.shape[-1] == 1:
             image = images[i].repeat(3, axis=-1)
         else:
             image = images[i][..., :3]
-        rows.append(np.concatenate(
-            [image, pseudo[i], ent_rgb[i], mask_rgb[i]], axis=1))
+        rows.append(
+            np.concatenate([image, pseudo[i], ent_rgb[i], mask_rgb[i]],
+                           axis=1))
     return np.concatenate(rows, axis=0)

@@ -71,11 +71,12 @@ class MeanTeacherSegmentor(BaseSegmentor):
             data_preprocessor=self._build_data_preprocessor(
                 data_preprocessor, segmentor),
             init_cfg=init_cfg)
-        self.semi_train_cfg = self._check_cfg(
-            'semi_train_cfg', semi_train_cfg, self.semi_train_keys)
-        self.semi_test_cfg = self._check_cfg(
-            'semi_test_cfg', {'predict_on': TEACHER, **(semi_test_cfg or {})},
-            self.semi_test_keys)
+        self.semi_train_cfg = self._check_cfg('semi_train_cfg', semi_train_cfg,
+                                              self.semi_train_keys)
+        self.semi_test_cfg = self._check_cfg('semi_test_cfg', {
+            'predict_on': TEACHER,
+            **(semi_test_cfg or {})
+        }, self.semi_test_keys)
         if self.semi_test_cfg['predict_on'] not in (TEACHER, STUDENT):
             raise ValueError(
                 'semi_test_cfg.predict_on must be "teacher" or "student", '
@@ -111,8 +112,9 @@ class MeanTeacherSegmentor(BaseSegmentor):
         if isinstance(cfg, nn.Module):
             return cfg
         cfg = copy.deepcopy(dict(cfg))
-        if cfg.get('type', 'SegDataPreProcessor') in ('SegDataPreProcessor',
-                                                      'mmseg.SegDataPreProcessor'):
+        if cfg.get('type',
+                   'SegDataPreProcessor') in ('SegDataPreProcessor',
+                                              'mmseg.SegDataPreProcessor'):
             cfg['type'] = 'SemiSegDataPreProcessor'
         return MODELS.build(cfg)
 
@@ -225,8 +227,7 @@ class MeanTeacherSegmentor(BaseSegmentor):
     def semi_loss(self, inputs: Dict[str, Tensor],
                   data_samples: Dict[str, SampleList]) -> dict:
         """Losses after the warm-up. The base class stays supervised."""
-        return self.supervised_loss(inputs['labeled'],
-                                    data_samples['labeled'])
+        return self.supervised_loss(inputs['labeled'], data_samples['labeled'])
 
     @staticmethod
     def train_progress() -> tuple:
@@ -238,4 +239,3 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 'The training progress (iter / max_iters) is unknown; train '
                 'with an mmengine Runner (its RuntimeInfoHook records it).')
         return cur_iter, max_iters
-

@@ -6,15 +6,14 @@ import torch
 import torch.nn.functional as F
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
-from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
-                         SampleList, add_prefix)
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig, SampleList,
+                         add_prefix)
 from torch import Tensor, nn
 from torch.profiler import record_function
 
 from ..heads.representation_head import forward_with_classifier_input
 from ..utils.cutmix import apply_cutmix, cutmix_masks
-from ..utils.reliability import (alpha_schedule, entropy,
-                                 partition_by_entropy)
+from ..utils.reliability import (alpha_schedule, entropy, partition_by_entropy)
 from .mean_teacher import MeanTeacherSegmentor
 
 DEFAULT_SEMI_TRAIN_CFG = dict(
@@ -98,13 +97,12 @@ class U2PL(MeanTeacherSegmentor):
         self.contrastive_loss = None
         if contrastive_loss is not None:
             contrastive_loss = dict(contrastive_loss)
+            contrastive_loss.setdefault('num_classes',
+                                        self.student.decode_head.num_classes)
             contrastive_loss.setdefault(
-                'num_classes', self.student.decode_head.num_classes)
-            contrastive_loss.setdefault(
-                'feat_channels',
-                self.student.representation_head.out_channels)
-            contrastive_loss.setdefault(
-                'ignore_index', self.semi_train_cfg['ignore_index'])
+                'feat_channels', self.student.representation_head.out_channels)
+            contrastive_loss.setdefault('ignore_index',
+                                        self.semi_train_cfg['ignore_index'])
             self.contrastive_loss = MODELS.build(contrastive_loss)
             # every rank holds the same memory bank (candidates are gathered
             # before they enter it): never broadcast it through DDP
@@ -138,8 +136,9 @@ class U2PL(MeanTeacherSegmentor):
     # ------------------------------------------------------------------
     # network passes
     # ------------------------------------------------------------------
-    def _run(self, net: nn.Module, inputs: Tensor,
-             with_representation: bool) -> Tuple[Tensor, tuple, Optional[Tensor]]:
+    def _run(
+            self, net: nn.Module, inputs: Tensor, with_representation: bool
+    ) -> Tuple[Tensor, tuple, Optional[Tensor]]:
         """Decode-head logits, backbone features and representations."""
         feats = net.extract_feat(inputs)
         if not with_representation:
@@ -152,7 +151,9 @@ class U2PL(MeanTeacherSegmentor):
         if tuple(logits.shape[-2:]) == tuple(size):
             return logits
         return resize(
-            logits, size=size, mode='bilinear',
+            logits,
+            size=size,
+            mode='bilinear',
             align_corners=self.student.decode_head.align_corners)
 
     def _sup_losses(self, logits_l: Tensor, feats: tuple, num_labeled: int,
@@ -160,8 +161,7 @@ class U2PL(MeanTeacherSegmentor):
         """The student's mmseg losses on the labeled part of the batch."""
         student = self.student
         losses = add_prefix(
-            student.decode_head.loss_by_feat(logits_l, data_samples),
-            'decode')
+            student.decode_head.loss_by_feat(logits_l, data_samples), 'decode')
         if student.with_auxiliary_head:
             feats_l = [f[:num_labeled] for f in feats]
             losses.update(
@@ -190,7 +190,8 @@ class U2PL(MeanTeacherSegmentor):
         cfg = self.semi_train_cfg
         ignore_index = cfg['ignore_index']
         img_l, img_u = inputs['labeled'], inputs['unlabeled']
-        samples_l, samples_u = data_samples['labeled'], data_samples['unlabeled']
+        samples_l, samples_u = data_samples['labeled'], data_samples[
+            'unlabeled']
         num_l, num_u = img_l.shape[0], img_u.shape[0]
         crop = img_u.shape[-2:]
         cur_iter, max_iters = self.train_progress()
@@ -216,8 +217,8 @@ class U2PL(MeanTeacherSegmentor):
         # 3. one student pass on labeled + mixed unlabeled images
         with_rep = self.contrastive_loss is not None
         with record_function('u2pl:student'):
-            logits, feats, rep = self._run(
-                self.student, torch.cat([img_l, img_u]), with_rep)
+            logits, feats, rep = self._run(self.student,
+                                           torch.cat([img_l, img_u]), with_rep)
 
         # 4. losses
         with record_function('u2pl:sup_loss'):
@@ -230,14 +231,18 @@ class U2PL(MeanTeacherSegmentor):
             logits_u = self._resize(logits[num_l:], crop)
             # summed over kept pixels, divided by ALL B_u * H * W pixels
             loss_u = F.cross_entropy(
-                logits_u.float(), target_u, ignore_index=ignore_index,
+                logits_u.float(),
+                target_u,
+                ignore_index=ignore_index,
                 reduction='sum') / target_u.numel()
             losses['unsup.loss_ce'] = loss_u * cfg['unsup_weight']
-            losses.update(self._diagnostics(
-                alpha_t, partition, kept, valid_u, pseudo_u, boxes, samples_u))
+            losses.update(
+                self._diagnostics(alpha_t, partition, kept, valid_u, pseudo_u,
+                                  boxes, samples_u))
         if with_rep:
-            losses.update(self._contrastive(
-                rep, img_l, img_u, samples_l, pseudo_u, valid_u, alpha_t))
+            losses.update(
+                self._contrastive(rep, img_l, img_u, samples_l, pseudo_u,
+                                  valid_u, alpha_t))
         self._record_for_visualisation(img_u, pseudo_u, entropy_u, kept,
                                        valid_u)
         return losses
@@ -249,8 +254,8 @@ class U2PL(MeanTeacherSegmentor):
         ignore_index = self.semi_train_cfg['ignore_index']
         rep_size = rep_s.shape[-2:]
         with torch.no_grad(), record_function('u2pl:teacher_contrast'):
-            t_logits, _, rep_t = self._run(
-                self.teacher, torch.cat([img_l, img_u]), True)
+            t_logits, _, rep_t = self._run(self.teacher,
+                                           torch.cat([img_l, img_u]), True)
             prob_t = self._resize(t_logits.float(), rep_size).softmax(dim=1)
             label_l = torch.stack(
                 [s.gt_sem_seg.data.squeeze(0) for s in samples_l]).long()
@@ -261,8 +266,9 @@ class U2PL(MeanTeacherSegmentor):
                 resize_labels(label_u, rep_size)
             ])
         with record_function('u2pl:contrastive_loss'):
-            loss, log_vars = self.contrastive_loss(
-                rep_s, rep_t, prob_t, labels, img_l.shape[0], alpha_t)
+            loss, log_vars = self.contrastive_loss(rep_s, rep_t, prob_t,
+                                                   labels, img_l.shape[0],
+                                                   alpha_t)
         out = {f'contrast.{self.contrastive_loss.loss_name}': loss}
         out.update({f'contrast.{k}': scalar(v) for k, v in log_vars.items()})
         return out
@@ -283,8 +289,8 @@ class U2PL(MeanTeacherSegmentor):
             gt_u = apply_cutmix(boxes, gt_u)
             known = valid_u & (gt_u != self.semi_train_cfg['ignore_index'])
             correct = (pseudo_u == gt_u) & known
-            out['unsup.pseudo_acc'] = scalar(
-                correct.sum() / known.sum().clamp(min=1))
+            out['unsup.pseudo_acc'] = scalar(correct.sum() /
+                                             known.sum().clamp(min=1))
             out['unsup.pseudo_acc_reliable'] = scalar(
                 (correct & kept).sum() / (known & kept).sum().clamp(min=1))
         return out
@@ -314,10 +320,9 @@ def classifier_in_channels(decode_head: nn.Module) -> int:
     for module in decode_head.conv_seg.modules():
         if isinstance(module, nn.Conv2d):
             return module.in_channels
-    raise ValueError(
-        f'Cannot infer the classifier input channels of '
-        f'{type(decode_head).__name__}; set '
-        'model.representation_head.in_channels.')
+    raise ValueError(f'Cannot infer the classifier input channels of '
+                     f'{type(decode_head).__name__}; set '
+                     'model.representation_head.in_channels.')
 
 
 def valid_pixel_mask(data_samples: SampleList, inputs: Tensor) -> Tensor:
@@ -327,7 +332,9 @@ def valid_pixel_mask(data_samples: SampleList, inputs: Tensor) -> Tensor:
     size before padding.
     """
     mask = torch.zeros(
-        inputs.shape[0], *inputs.shape[-2:], dtype=torch.bool,
+        inputs.shape[0],
+        *inputs.shape[-2:],
+        dtype=torch.bool,
         device=inputs.device)
     for i, sample in enumerate(data_samples):
         height, width = sample.metainfo.get('img_shape', inputs.shape[-2:])

@@ -52,8 +52,8 @@ def cutmix_masks(batch_size: int,
     box_h = (area / box_w).clamp(1., height)
     box_w, box_h = box_w.round(), box_h.round()
     x0 = ((width - box_w + 1) * uniform[:, 2]).floor().clamp(max=width - box_w)
-    y0 = ((height - box_h + 1) * uniform[:, 3]).floor().clamp(
-        max=height - box_h)
+    y0 = ((height - box_h + 1) * uniform[:, 3]).floor().clamp(max=height -
+                                                              box_h)
     xs = torch.arange(width).view(1, 1, width)
     ys = torch.arange(height).view(1, height, 1)
     inside_x = (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + box_w).view(-1, 1, 1))

@@ -366,7 +366,7 @@ def test_pseudo_label_accuracy_uses_the_cutmix_boxes():
         one_hot_logits(labels, torch.full((2, SIZE, SIZE), 3.)))
     # the ground truth equals the teacher before mixing: after mixing both
     # with the same boxes the accuracy is exactly 1
-    samples['unlabeled'] = [make_sample(l, (SIZE, SIZE)) for l in labels]
+    samples['unlabeled'] = [make_sample(lbl, (SIZE, SIZE)) for lbl in labels]
     losses = model.loss(inputs, samples)
     assert losses['unsup.pseudo_acc'].item() == 1.
 

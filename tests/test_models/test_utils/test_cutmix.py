@@ -30,8 +30,9 @@ def test_probability_per_batch_and_per_sample():
     gen = torch.Generator().manual_seed(1)
     never = cutmix_masks(4, 8, 8, prob=0., generator=gen)
     assert not never.any()
-    per_batch = [cutmix_masks(8, 8, 8, prob=0.5, generator=gen)
-                 for _ in range(200)]
+    per_batch = [
+        cutmix_masks(8, 8, 8, prob=0.5, generator=gen) for _ in range(200)
+    ]
     # per batch: either every image is mixed or none is
     for m in per_batch:
         mixed = m.flatten(1).any(dim=1)
@@ -40,8 +41,7 @@ def test_probability_per_batch_and_per_sample():
     assert 0.35 < rate < 0.65
     per_sample = torch.stack([
         cutmix_masks(8, 8, 8, prob=0.5, per_sample=True,
-                     generator=gen).flatten(1).any(dim=1)
-        for _ in range(100)
+                     generator=gen).flatten(1).any(dim=1) for _ in range(100)
     ])
     # per sample: some batches are partly mixed
     partly = (per_sample.any(dim=1) & ~per_sample.all(dim=1)).float().mean()
@@ -55,8 +55,8 @@ def test_apply_cutmix_label_image_consistency():
     # image i is filled with value i, labels with 10 + i
     images = torch.arange(batch).float().view(batch, 1, 1, 1).expand(
         batch, 3, height, width)
-    labels = (10 + torch.arange(batch)).view(batch, 1, 1).expand(
-        batch, height, width)
+    labels = (10 + torch.arange(batch)).view(batch, 1,
+                                             1).expand(batch, height, width)
     mixed_img = apply_cutmix(mask, images)
     mixed_lbl = apply_cutmix(mask, labels)
     for i in range(batch):

@@ -25,8 +25,9 @@ def test_entropy_hand_computed():
     probs = torch.tensor([[1., 0., 0.], [0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]])
     ent = entropy(probs, dim=1)
     assert ent.dtype == torch.float32
-    torch.testing.assert_close(
-        ent, torch.tensor([0., math.log(2), math.log(3)]))
+    torch.testing.assert_close(ent,
+                               torch.tensor([0., math.log(2),
+                                             math.log(3)]))
     # fp16 input is computed in float32
     ent16 = entropy(probs.half(), dim=1)
     assert ent16.dtype == torch.float32
@@ -39,8 +40,8 @@ def test_masked_percentile_matches_numpy(q):
     values = rng.random((3, 5, 7)).astype(np.float32)
     mask = rng.random((3, 5, 7)) > 0.3
     expected = np.percentile(values[mask], q)
-    got = masked_percentile(torch.from_numpy(values), torch.from_numpy(mask),
-                            q)
+    got = masked_percentile(
+        torch.from_numpy(values), torch.from_numpy(mask), q)
     assert got.item() == pytest.approx(float(expected), abs=1e-6)
 
 
@@ -61,11 +62,13 @@ def test_partition_by_entropy_small_tensor():
     assert part.low_thresh.item() == pytest.approx(1.8)
     assert part.high_thresh.item() == pytest.approx(7.2)
     assert part.reliable_mask.flatten().tolist() == [
-        True, True, False, False, False, False,
-        False, False, False, False, False, False]
+        True, True, False, False, False, False, False, False, False, False,
+        False, False
+    ]
     assert part.unreliable_mask.flatten().tolist() == [
-        False, False, False, False, False, False,
-        False, False, True, True, False, False]
+        False, False, False, False, False, False, False, False, True, True,
+        False, False
+    ]
     # alpha = 0: only the extreme pixels
     part0 = partition_by_entropy(ent, valid, alpha=0)
     assert part0.reliable_mask.sum().item() == 1
