@@ -143,9 +143,12 @@ class SemiDataset(Dataset):
                    for j, info in enumerate(_data_list(self.unlabeled))
                    if info['img_path'] in labeled]
         if overlap:
+            file_l = getattr(self.labeled, 'ann_file', '') or 'labeled list'
+            file_u = getattr(self.unlabeled, 'ann_file',
+                             '') or 'unlabeled list'
             shown = '\n'.join(
-                f'  {path} (labeled entry {i + 1}, unlabeled entry {j + 1})'
-                for i, j, path in overlap[:5])
+                f'  {path} (line {i + 1} of {file_l}, line {j + 1} of '
+                f'{file_u})' for i, j, path in overlap[:5])
             raise ValueError(
                 f'SemiDataset: {len(overlap)} image(s) are in both the '
                 'labeled and the unlabeled split '

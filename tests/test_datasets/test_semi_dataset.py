@@ -408,3 +408,36 @@ def test_mean_teacher_hook_checks_the_batch_size_before_training(small_splits):
     assert torch.equal(model.teacher.weight, model.student.weight)
     with pytest.warns(UserWarning, match='batch_size=1'):
         hook.before_train(runner(1))
+
+
+# ---------------------------------------------------------------------------
+# overlap and the larger labeled side (domain adaptation)
+# ---------------------------------------------------------------------------
+def test_overlapping_splits_are_rejected_with_lines(small_splits, tmp_path):
+    # unlabeled list whose 3rd line is the 2nd labeled image
+    names = small_splits.unlabeled_names[:2] + \
+        [small_splits.labeled_names[1]] + small_splits.unlabeled_names[2:]
+    small_splits.unlabeled = write_split(tmp_path / 'overlap.txt', names)
+    with pytest.raises(ValueError) as error:
+        build_semi(small_splits)
+    message = str(error.value)
+    assert small_splits.labeled_names[1] in message
+    assert f'line 2 of {small_splits.labeled}' in message
+    assert f'line 3 of {small_splits.unlabeled}' in message
+
+
+def test_larger_labeled_side_is_used_entirely(small_splits):
+    # swap roles: 13 labeled, 5 unlabeled -> an epoch covers all 13 labeled
+    small_splits.labeled, small_splits.unlabeled = \
+        small_splits.unlabeled, small_splits.labeled
+    small_splits.labeled_names, small_splits.unlabeled_names = \
+        small_splits.unlabeled_names, small_splits.labeled_names
+    dataset = build_semi(small_splits)
+    assert len(dataset) == 13
+    assert sorted(labeled_names_of_epoch(dataset)) == sorted(
+        small_splits.labeled_names)
+    unlabeled = collections.Counter(
+        stem(dataset[i]['unlabeled']['data_samples'].img_path)
+        for i in range(len(dataset)))
+    assert set(unlabeled) == set(small_splits.unlabeled_names)
+    assert sorted(unlabeled.values()) == [2, 2, 3, 3, 3]
