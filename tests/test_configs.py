@@ -10,11 +10,10 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import mmseg_u2pl  # noqa: F401
+from mmseg_u2pl.utils.fake_data import fake_packed_batch
 from mmseg_u2pl.utils.launch import convert_sync_bn
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -27,24 +26,6 @@ CONFIGS = sorted(
     if '_base_' not in p and osp.relpath(p, osp.join(ROOT, 'configs')).split(
         os.sep)[0] not in PAPER_CONFIG_DIRS)
 SIZE = 64
-
-
-def packed_batch(num: int, num_classes: int, with_label: bool = True):
-    inputs, samples = [], []
-    for _ in range(num):
-        inputs.append(
-            torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8))
-        sample = SegDataSample()
-        if with_label:
-            sample.gt_sem_seg = PixelData(
-                data=torch.randint(0, num_classes, (1, SIZE, SIZE)))
-        sample.set_metainfo(
-            dict(
-                img_shape=(SIZE, SIZE),
-                ori_shape=(SIZE, SIZE),
-                pad_shape=(SIZE, SIZE)))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
 
 
 def build(config: str):
@@ -80,13 +61,14 @@ def test_config_builds_and_trains_one_step(config):
     if semi:
         num_classes = model.student.decode_head.num_classes
         data = dict(
-            labeled=packed_batch(2, num_classes),
-            unlabeled=packed_batch(2, num_classes, with_label=False))
+            labeled=fake_packed_batch(2, SIZE, num_classes),
+            unlabeled=fake_packed_batch(
+                2, SIZE, num_classes, with_label=False))
         model.semi_active = True
         # CutMix on, so that every part of the step runs
         model.semi_train_cfg['cutmix']['prob'] = 1.0
     else:
-        data = packed_batch(2, model.decode_head.num_classes)
+        data = fake_packed_batch(2, SIZE, model.decode_head.num_classes)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     log_vars = model.train_step(data, optim_wrapper)
     assert torch.isfinite(log_vars['loss'])

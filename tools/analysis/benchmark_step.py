@@ -45,27 +45,6 @@ SCOPES = ('u2pl:teacher_pseudo_labels', 'u2pl:cutmix', 'u2pl:student',
           'u2pl:contrastive_loss')
 
 
-def fake_batch(num, crop, num_classes, device, with_label=True):
-    """A packed batch as the dataloader gives it (uint8 images, labels)."""
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    inputs, samples = [], []
-    for _ in range(num):
-        inputs.append(
-            torch.randint(0, 256, (3, crop, crop), dtype=torch.uint8))
-        sample = SegDataSample()
-        if with_label:
-            sample.gt_sem_seg = PixelData(
-                data=torch.randint(0, num_classes, (1, crop, crop)))
-        sample.set_metainfo(
-            dict(
-                img_shape=(crop, crop),
-                ori_shape=(crop, crop),
-                pad_shape=(crop, crop)))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def build(args, device):
     from mmengine.config import Config
     from mmengine.logging import MessageHub
@@ -74,6 +53,7 @@ def build(args, device):
     from mmseg.registry import MODELS
 
     import mmseg_u2pl  # noqa: F401
+    from mmseg_u2pl.utils.fake_data import fake_packed_batch
     from mmseg_u2pl.utils.launch import convert_sync_bn
     init_default_scope('mmseg')
     cfg = Config.fromfile(osp.join(ROOT, args.config))
@@ -112,10 +92,10 @@ def build(args, device):
     }
     num_classes = semi.student.decode_head.num_classes
     semi_batch = dict(
-        labeled=fake_batch(args.batch, args.crop, num_classes, device),
-        unlabeled=fake_batch(
-            args.batch, args.crop, num_classes, device, with_label=False))
-    sup_batch = fake_batch(2 * args.batch, args.crop, num_classes, device)
+        labeled=fake_packed_batch(args.batch, args.crop, num_classes),
+        unlabeled=fake_packed_batch(
+            args.batch, args.crop, num_classes, with_label=False))
+    sup_batch = fake_packed_batch(2 * args.batch, args.crop, num_classes)
     return semi, nocontrast, supervised, wrappers, semi_batch, sup_batch
 
 
