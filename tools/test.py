@@ -22,7 +22,8 @@ from mmseg.registry import RUNNERS  # noqa: E402
 import mmseg_u2pl  # noqa: E402,F401  (registers our modules)
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
     refuse_unsafe_checkpoints, register_checkpoint_safe_globals)
-from mmseg_u2pl.utils.launch import LAUNCHERS, prepare_launch  # noqa: E402
+from mmseg_u2pl.utils.launch import (  # noqa: E402
+    LAUNCHERS, prepare_launch, shutdown_dist)
 
 
 def parse_args() -> argparse.Namespace:
@@ -133,8 +134,11 @@ def main() -> None:
     else:
         runner = RUNNERS.build(cfg)
 
-    with refuse_unsafe_checkpoints(args.checkpoint):
-        runner.test()
+    try:
+        with refuse_unsafe_checkpoints(args.checkpoint):
+            runner.test()
+    finally:
+        shutdown_dist()
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ import mmseg_u2pl  # noqa: E402,F401  (registers our modules)
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
     refuse_unsafe_checkpoints, register_checkpoint_safe_globals)
 from mmseg_u2pl.utils.launch import (  # noqa: E402
-    LAUNCHERS, enable_amp, prepare_launch)
+    LAUNCHERS, enable_amp, prepare_launch, shutdown_dist)
 
 
 def parse_args() -> argparse.Namespace:
@@ -99,8 +99,11 @@ def main() -> None:
     else:
         runner = RUNNERS.build(cfg)
 
-    with refuse_unsafe_checkpoints(checkpoint_to_load(cfg)):
-        runner.train()
+    try:
+        with refuse_unsafe_checkpoints(checkpoint_to_load(cfg)):
+            runner.train()
+    finally:
+        shutdown_dist()
 
 
 if __name__ == '__main__':

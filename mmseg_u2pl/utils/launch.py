@@ -340,3 +340,15 @@ __all__ = [
     'CPUAmpOptimWrapper', 'convert_sync_bn', 'cpu_model_wrapper_cfg',
     'dist_env_from_launcher', 'enable_amp', 'init_cpu_dist', 'prepare_launch'
 ]
+
+
+def shutdown_dist() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    Without it, gloo's background threads can outlive Python's shutdown and
+    abort the process ("terminate called without an active exception")
+    after a successful run.
+    """
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
