@@ -257,8 +257,7 @@ class U2PL(MeanTeacherSegmentor):
             t_logits, _, rep_t = self._run(self.teacher,
                                            torch.cat([img_l, img_u]), True)
             prob_t = self._resize(t_logits.float(), rep_size).softmax(dim=1)
-            label_l = torch.stack(
-                [s.gt_sem_seg.data.squeeze(0) for s in samples_l]).long()
+            label_l = stack_ground_truth(samples_l)
             label_u = torch.where(valid_u, pseudo_u,
                                   torch.full_like(pseudo_u, ignore_index))
             labels = torch.cat([
@@ -347,8 +346,13 @@ def unlabeled_ground_truth(data_samples: SampleList,
     """Stacked unlabeled ground truth when every sample carries one."""
     if not data_samples or not all('gt_sem_seg' in s for s in data_samples):
         return None
+    return stack_ground_truth(data_samples).to(device)
+
+
+def stack_ground_truth(data_samples: SampleList) -> Tensor:
+    """``(B, H, W)`` long labels from the samples' (padded) ``gt_sem_seg``."""
     return torch.stack([s.gt_sem_seg.data.squeeze(0)
-                        for s in data_samples]).long().to(device)
+                        for s in data_samples]).long()
 
 
 def resize_labels(labels: Tensor, size) -> Tensor:
