@@ -7,6 +7,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
@@ -316,3 +317,95 @@ def test_with_runner(tmp_path):
             decay = min(1. - 1. / (cur_iter - 2 + 1), 0.6)
             teacher = decay * teacher + (1. - decay) * student
         assert recorded_teacher == pytest.approx(teacher), cur_iter
+
+
+# ---------------------------------------------------------------------------
+# steps that must not reach the teacher
+# ---------------------------------------------------------------------------
+class OverflowingModel(ToyMeanTeacherModel):
+    """Infinite gradients at ``overflow_iters``: AMP skips those steps."""
+
+    def __init__(self, overflow_iters) -> None:
+        super().__init__()
+        self.overflow_iters = overflow_iters
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        loss = (self.student.w**2).sum()
+        if MessageHub.get_current_instance().get_info(
+                'iter') in self.overflow_iters:
+            loss = loss * float('inf')
+        return dict(loss=loss)
+
+
+def test_amp_overflow_does_not_update_the_teacher(tmp_path):
+    import mmseg_u2pl.utils.launch  # noqa: F401  (CPUAmpOptimWrapper)
+    torch.set_num_threads(1)
+    record = RecordHook()
+    runner = Runner(
+        model=OverflowingModel(overflow_iters={3}),
+        work_dir=str(tmp_path),
+        experiment_name=f'test_mt_amp_{uuid.uuid4().hex}',
+        train_dataloader=dict(
+            dataset=[dict(inputs=torch.zeros(1))] * 2,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='default_collate'),
+            batch_size=1,
+            num_workers=0),
+        train_cfg=dict(by_epoch=False, max_iters=5, val_interval=100),
+        optim_wrapper=dict(
+            type='CPUAmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1)),
+        custom_hooks=[dict(type='MeanTeacherHook', warmup_iters=1), record],
+        default_hooks=dict(checkpoint=None, logger=None),
+        default_scope='mmseg')
+    runner.train()
+    students = [r[2] for r in record.records]
+    teachers = [r[3] for r in record.records]
+    # student 4 * 0.8^k, frozen by the skipped step at iteration 3
+    assert students == pytest.approx([3.2, 2.56, 2.048, 2.048, 1.6384])
+    # iter 1: copy, d=0; iter 2: d=1/2; iter 3: no update (it would give
+    # 2/3 * 2.304 + 1/3 * 2.048); iter 4: d=3/4
+    assert teachers[1:] == pytest.approx(
+        [2.56, 2.304, 2.304, 0.75 * 2.304 + 0.25 * 1.6384])
+    assert runner.optim_wrapper.loss_scaler.get_scale() == 2.**15
+    overflow, _ = runner.message_hub.get_scalar(
+        'train/amp_overflow_steps').data
+    assert overflow.tolist() == [1, 1]  # logged at iterations 3 and 4
+    hook = [h for h in runner.hooks if isinstance(h, MeanTeacherHook)][0]
+    assert hook.amp_overflow_steps == 1
+    assert not hook._optimizer_hooks  # removed after training
+
+
+def test_optimizer_step_of_a_skipped_step_changes_nothing():
+    model = FakeMeanTeacher(ConvBN(), ConvBN())
+    optimizer = torch.optim.SGD(
+        model.student.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    runner = fake_runner(model, cur_iter=1)
+    runner.optim_wrapper = OptimWrapper(optimizer)
+    hook = MeanTeacherHook(warmup_iters=0)
+    hook.before_train(runner)
+    for step_skipped in (False, True):
+        model.step_skipped = step_skipped
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        momentum = [
+            optimizer.state[p]['momentum_buffer'].clone()
+            for p in model.student.parameters() if p in optimizer.state
+        ]
+        hook.before_train_iter(runner, batch_idx=runner.iter)
+        runner.optim_wrapper.update_params(
+            sum(p.sum() for p in model.student.parameters()))
+        hook.after_train_iter(runner, batch_idx=runner.iter)
+        changed = [
+            k for k, v in model.state_dict().items()
+            if not torch.equal(v, before[k])
+        ]
+        if step_skipped:
+            assert changed == []
+            assert all(
+                torch.equal(optimizer.state[p]['momentum_buffer'], m)
+                for p, m in zip(model.student.parameters(), momentum))
+        else:
+            assert 'student.conv.weight' in changed
+            assert 'teacher.conv.weight' in changed
+        runner.iter += 1
+    hook.after_train(runner)
+    assert not hook._optimizer_hooks

@@ -10,15 +10,23 @@ The teacher is never touched by the optimizer. This hook
   average whose decay ``d = min(1 - 1 / (t - t_w + 1), max_decay)`` grows
   from 0 (exact copy) to ``max_decay``.
 
+It also keeps bad steps away from the networks: when the segmentor skipped
+a step for a non-finite loss (``model.step_skipped``), the gradients are
+dropped right before the optimizer step and the teacher is not updated;
+when AMP's ``GradScaler`` skipped the optimizer step (gradient overflow),
+the teacher is not updated either.
+
 Everything is derived from ``runner.iter``, so resuming a run needs no state
 besides the checkpointed teacher weights.
 """
+from functools import partial
 from typing import List, Optional, Tuple
 
 import torch
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapperDict
 from mmseg.registry import HOOKS
 from torch import Tensor, nn
 
@@ -119,6 +127,41 @@ def ema_tensors(pairs: List[Tuple[Tensor, Tensor]], decay: float) -> None:
             teacher_tensor.lerp_(student_tensor, weight)
 
 
+def optim_wrappers_of(optim_wrapper) -> list:
+    """The optimizer wrappers of ``runner.optim_wrapper`` (one or a dict).
+
+    Args:
+        optim_wrapper: An ``OptimWrapper``, an ``OptimWrapperDict`` or
+            anything else (e.g. None outside a Runner).
+
+    Returns:
+        list: The wrappers that hold an ``optimizer``; empty otherwise.
+    """
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        wrappers = list(optim_wrapper.values())
+    else:
+        wrappers = [optim_wrapper]
+    return [w for w in wrappers if hasattr(w, 'optimizer')]
+
+
+def drop_gradients_if_skipped(model: nn.Module, optimizer, *args) -> None:
+    """Optimizer step pre-hook: no update in a step the model skipped.
+
+    Parameters without a gradient are left alone by every torch optimizer
+    (values, momentum, ``step`` counters), so the step changes nothing.
+
+    Args:
+        model (nn.Module): The segmentor; its ``step_skipped`` is read.
+        optimizer (torch.optim.Optimizer): The optimizer about to step.
+        *args: The step's arguments (unused).
+    """
+    if not getattr(model, 'step_skipped', False):
+        return
+    for group in optimizer.param_groups:
+        for param in group['params']:
+            param.grad = None
+
+
 @HOOKS.register_module()
 class MeanTeacherHook(Hook):
     """Warm-up switch, warm-up copy and EMA teacher update of U2PL.
@@ -138,6 +181,15 @@ class MeanTeacherHook(Hook):
       with ``average_buffers``, for the floating-point buffers (BN running
       statistics); integer buffers (``num_batches_tracked``) are copied. The
       decay is logged as ``train/ema_decay``.
+
+    Bad steps never reach the teacher. Optimizer step hooks are registered
+    before training: if the segmentor skipped the step for a non-finite
+    loss (``model.step_skipped``, see ``MeanTeacherSegmentor``), the
+    gradients are dropped before the optimizer step, and the EMA update is
+    skipped. If the optimizer wrapper was due to step but the optimizer did
+    not step (AMP's ``GradScaler`` skips steps whose gradients overflow),
+    the EMA update is skipped too and counted in
+    ``train/amp_overflow_steps``.
 
     Args:
         warmup_iters (int, optional): Supervised-only warm-up length in
@@ -188,6 +240,13 @@ class MeanTeacherHook(Hook):
         # Derived from the config (and the dataloader length) in
         # ``before_train``; not training state.
         self.t_w = warmup_iters or 0
+        # Per-iteration bookkeeping of the optimizer steps (not state).
+        self._optimizer_hooks: list = []
+        self._wrappers: list = []
+        self._step_expected = False
+        self._optimizer_stepped = False
+        #: EMA updates skipped after a GradScaler overflow in this process
+        self.amp_overflow_steps = 0
 
     def before_train(self, runner) -> None:
         """Resolve the warm-up length, check the model, copy if no warm-up.
@@ -214,6 +273,37 @@ class MeanTeacherHook(Hook):
         self._pairs(model, 'buffers')
         if self.t_w == 0 and runner.iter == 0:
             self._copy_student_to_teacher(model)
+        self._register_optimizer_hooks(runner, model)
+
+    def after_train(self, runner) -> None:
+        """Remove the optimizer step hooks.
+
+        Args:
+            runner (Runner): The runner of the training process.
+        """
+        self._remove_optimizer_hooks()
+
+    def _register_optimizer_hooks(self, runner, model: nn.Module) -> None:
+        """Watch every optimizer of the run (see the class docstring)."""
+        self._remove_optimizer_hooks()
+        self._wrappers = optim_wrappers_of(
+            getattr(runner, 'optim_wrapper', None))
+        for wrapper in self._wrappers:
+            optimizer = wrapper.optimizer
+            self._optimizer_hooks += [
+                optimizer.register_step_pre_hook(
+                    partial(drop_gradients_if_skipped, model)),
+                optimizer.register_step_post_hook(self._mark_stepped)
+            ]
+
+    def _remove_optimizer_hooks(self) -> None:
+        for handle in self._optimizer_hooks:
+            handle.remove()
+        self._optimizer_hooks, self._wrappers = [], []
+
+    def _mark_stepped(self, *args) -> None:
+        """Optimizer step post-hook: the optimizer did step."""
+        self._optimizer_stepped = True
 
     def before_train_iter(self,
                           runner,
@@ -230,6 +320,11 @@ class MeanTeacherHook(Hook):
         model.semi_active = runner.iter >= self.t_w
         if self.t_w > 0 and runner.iter == self.t_w:
             self._copy_student_to_teacher(model)
+        # due to step (no gradient accumulation pending) in this iteration?
+        self._step_expected = any(
+            getattr(wrapper, 'should_sync', lambda: True)()
+            for wrapper in self._wrappers)
+        self._optimizer_stepped = False
 
     def after_train_iter(self,
                          runner,
@@ -237,6 +332,8 @@ class MeanTeacherHook(Hook):
                          data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
         """EMA update of the teacher after each semi-supervised iteration.
+
+        Skipped when the step was skipped (non-finite loss or AMP overflow).
 
         Args:
             runner (Runner): The runner of the training process.
@@ -246,8 +343,18 @@ class MeanTeacherHook(Hook):
         """
         if runner.iter < self.t_w:
             return
-        decay = self.ema_decay(runner.iter)
         model = self._get_model(runner)
+        if getattr(model, 'step_skipped', False):
+            return  # non-finite loss: the segmentor logs it
+        if self._step_expected and not self._optimizer_stepped:
+            self.amp_overflow_steps += 1
+            runner.message_hub.update_scalar('train/amp_overflow_steps',
+                                             self.amp_overflow_steps)
+            return
+        if self.amp_overflow_steps:
+            runner.message_hub.update_scalar('train/amp_overflow_steps',
+                                             self.amp_overflow_steps)
+        decay = self.ema_decay(runner.iter)
         ema_tensors(self._pairs(model, 'parameters'), decay)
         averaged, copied = [], []
         for pair in self._pairs(model, 'buffers'):

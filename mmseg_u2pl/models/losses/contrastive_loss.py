@@ -148,6 +148,10 @@ class UnreliableContrastiveLoss(nn.Module):
     candidates are pushed into the bank, gathered from all ranks, before the
     negatives are drawn.
 
+    The state changed by a step (bank push, momentum prototype) can be
+    staged with ``defer_update=True`` and committed only when the step is
+    kept; features with NaN/Inf never enter the bank.
+
     In distributed training prototypes use the sums and counts of all ranks,
     every rank pushes the same gathered candidates (identical banks), and
     the per-rank loss is scaled so that DDP's gradient averaging yields the
@@ -246,6 +250,8 @@ class UnreliableContrastiveLoss(nn.Module):
                                  torch.zeros(num_classes, feat_channels))
             self.register_buffer('prototype_initialized',
                                  torch.zeros(num_classes, dtype=torch.bool))
+        #: ``(prototype, prototype_initialized)`` waiting for a commit
+        self._staged_prototype: Optional[Tuple[Tensor, Tensor]] = None
 
     @property
     def loss_name(self) -> str:
@@ -361,14 +367,27 @@ class UnreliableContrastiveLoss(nn.Module):
                 f'{self.ignore_index}, e.g. {int(labels[bad][0])}; check '
                 'num_classes, ignore_index and the label files')
 
-    def forward(self, student_feats: Tensor, teacher_feats: Tensor,
-                teacher_probs: Tensor, labels: Tensor, num_labeled: int,
-                alpha: float) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def forward(
+            self,
+            student_feats: Tensor,
+            teacher_feats: Tensor,
+            teacher_probs: Tensor,
+            labels: Tensor,
+            num_labeled: int,
+            alpha: float,
+            defer_update: bool = False) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Update the memory bank and compute the contrastive loss.
 
         All inputs are at the representation resolution ``(h, w)``; the
         first ``num_labeled`` images are labeled, the rest are the (mixed)
         unlabeled images.
+
+        With ``defer_update=True`` the state this step changes (the memory
+        bank push and the momentum prototype) is only staged: the loss is
+        the same, but the buffers change when :meth:`commit_update` is
+        called, and :meth:`discard_update` leaves them untouched (a skipped
+        training step). An update neither committed nor discarded is
+        dropped by the next call.
 
         Args:
             student_feats (Tensor): ``(B, D, h, w)`` student representation
@@ -381,6 +400,8 @@ class UnreliableContrastiveLoss(nn.Module):
                 invalid.
             num_labeled (int): Number of labeled images ``B_l``.
             alpha (float): ``alpha_t`` in percent.
+            defer_update (bool): Stage the state update instead of writing
+                it. Defaults to False.
 
         Returns:
             tuple[Tensor, dict[str, Tensor]]: The weighted loss (float32
@@ -390,11 +411,29 @@ class UnreliableContrastiveLoss(nn.Module):
         """
         self._check_inputs(student_feats, teacher_feats, teacher_probs, labels,
                            num_labeled, alpha)
+        self.discard_update()
         # similarities and cross-entropy in float32, whatever AMP does
         with torch.autocast(
                 device_type=student_feats.device.type, enabled=False):
-            return self._forward(student_feats, teacher_feats, teacher_probs,
-                                 labels, int(num_labeled), float(alpha))
+            out = self._forward(student_feats, teacher_feats, teacher_probs,
+                                labels, int(num_labeled), float(alpha))
+        if not defer_update:
+            self.commit_update()
+        return out
+
+    @torch.no_grad()
+    def commit_update(self) -> None:
+        """Write the staged bank push and prototype (see ``forward``)."""
+        self.memory_bank.commit()
+        staged, self._staged_prototype = self._staged_prototype, None
+        if staged is not None:
+            self.prototype.copy_(staged[0])
+            self.prototype_initialized.copy_(staged[1])
+
+    def discard_update(self) -> None:
+        """Drop the staged bank push and prototype (see ``forward``)."""
+        self.memory_bank.discard()
+        self._staged_prototype = None
 
     def _pixel_masks(self, teacher_probs: Tensor, labels: Tensor,
                      num_labeled: int, alpha: float) -> Dict[str, Tensor]:
@@ -449,14 +488,14 @@ class UnreliableContrastiveLoss(nn.Module):
         updated = torch.where(
             self.prototype_initialized.unsqueeze(1),
             momentum * previous + (1 - momentum) * batch_mean, batch_mean)
-        self.prototype.copy_(
-            torch.where(present.unsqueeze(1), updated, previous))
-        self.prototype_initialized.logical_or_(present)
-        return self.prototype.float(), reliable_count, anchor_count
+        prototype = torch.where(present.unsqueeze(1), updated, previous)
+        self._staged_prototype = (prototype.to(self.prototype.dtype),
+                                  self.prototype_initialized | present)
+        return prototype, reliable_count, anchor_count
 
     @torch.no_grad()
     def _update_memory_bank(self, z_t: Tensor, negative_mask: Tensor) -> int:
-        """Push the negative candidates of all ranks into the bank.
+        """Stage a push of the negative candidates of all ranks.
 
         Each rank first keeps a random subset of at most
         ``ceil(capacity_c / world_size)`` candidates of class ``c``, so that
@@ -486,7 +525,9 @@ class UnreliableContrastiveLoss(nn.Module):
             class_ids, pixels = class_ids[chosen], pixels[chosen]
         feats = z_t.index_select(0, pixels).to(self.memory_bank.dtype)
         class_ids, feats = _all_gather_rows([class_ids, feats])
-        self.memory_bank.push(class_ids, feats)
+        # staged: committed by ``forward`` or by the caller (defer_update);
+        # rows with NaN/Inf features never enter the bank
+        self.memory_bank.stage(class_ids, feats)
         return class_ids.shape[0]
 
     def _sample_anchors(self, anchor_mask: Tensor) -> Tuple[Tensor, Tensor]:
@@ -567,7 +608,7 @@ class UnreliableContrastiveLoss(nn.Module):
                 torch.where(used, per_anchor, torch.zeros_like(per_anchor)))
         # a class contributes with anchors on some rank and a non-empty bank
         # (identical on all ranks), when at least two classes are present
-        bank_filled = self.memory_bank.fill > 0
+        bank_filled = self.memory_bank.current_fill() > 0
         contributing = (anchor_count > 0) & bank_filled & (
             (reliable_count > 0).sum() >= 2)
         # sum of local anchor losses / global anchor count * world_size:

@@ -6,7 +6,7 @@ candidates of that class. All queues live in a single flat buffer so that
 ``state_dict``, resume and ``.to(device)`` handle the bank like any other
 model state, and so that pushing and sampling are vectorised across classes.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,14 @@ def _expand_capacity(capacity: Union[int, Sequence[int]],
     return capacities
 
 
+class StagedPush(NamedTuple):
+    """A push waiting for :meth:`CategoryMemoryBank.commit`."""
+    rows: Tensor  # (K',) rows of ``features`` to write
+    feats: Tensor  # (K', D) their new content, in the bank's dtype
+    ptr: Tensor  # (C,) ``ptr`` after the push
+    fill: Tensor  # (C,) ``fill`` after the push
+
+
 class CategoryMemoryBank(nn.Module):
     """One FIFO queue of feature vectors per class (a ring buffer each).
 
@@ -46,6 +54,10 @@ class CategoryMemoryBank(nn.Module):
     ``fill[c]`` how many of its slots hold data. These three buffers are
     persistent; the per-class capacities and offsets are derived from the
     constructor arguments and are not saved.
+
+    Rows with NaN/Inf are never stored. A push can be staged
+    (:meth:`stage`) and then committed or discarded, so that a training step
+    that turns out to be bad leaves the bank untouched.
 
     Args:
         num_classes (int): Number of classes ``C`` (one queue each).
@@ -92,6 +104,7 @@ class CategoryMemoryBank(nn.Module):
         self.register_buffer('capacity', sizes, persistent=False)
         self.register_buffer(
             'offsets', torch.cumsum(sizes, 0) - sizes, persistent=False)
+        self._staged: Optional[StagedPush] = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -123,13 +136,42 @@ class CategoryMemoryBank(nn.Module):
 
         Rows enter their queue in the order given. A full queue overwrites
         its oldest entries; when more rows than its capacity arrive for one
-        class in a single call, the last ``capacity`` of them are kept.
+        class in a single call, the last ``capacity`` of them are kept. Rows
+        that are not finite (NaN or Inf in any channel, after the cast to the
+        bank's dtype) are dropped: they neither enter a queue nor move its
+        pointer.
 
         Args:
             class_ids (Tensor): ``(K,)`` integer class of each row.
             feats (Tensor): ``(K, D)`` features; detached and cast to the
                 bank's dtype and device.
         """
+        self.stage(class_ids, feats)
+        self.commit()
+
+    @torch.no_grad()
+    def stage(self, class_ids: Tensor, feats: Tensor) -> None:
+        """Prepare a :meth:`push` without writing it yet.
+
+        Until :meth:`commit` writes it or :meth:`discard` drops it, sampling
+        and :meth:`fill_ratio` see the bank as if the push had happened,
+        while the buffers (``features``, ``ptr``, ``fill``, hence
+        ``state_dict``) and :meth:`get` keep the committed state. A training
+        step can so use its own negatives and still leave the bank untouched
+        when the step is skipped (e.g. for a non-finite loss).
+
+        Args:
+            class_ids (Tensor): ``(K,)`` integer class of each row.
+            feats (Tensor): ``(K, D)`` features, as for :meth:`push`.
+
+        Raises:
+            RuntimeError: If a staged push is neither committed nor
+                discarded.
+        """
+        if self._staged is not None:
+            raise RuntimeError(
+                'CategoryMemoryBank.stage: a staged push is pending; call '
+                'commit() or discard() before staging (or pushing) again')
         self._check_class_ids(class_ids, 'push')
         if feats.dim() != 2 or feats.shape[0] != class_ids.shape[0] \
                 or feats.shape[1] != self.feat_channels:
@@ -137,33 +179,60 @@ class CategoryMemoryBank(nn.Module):
                 'CategoryMemoryBank.push: feats must have shape '
                 f'({class_ids.shape[0]}, {self.feat_channels}) to match '
                 f'class_ids and feat_channels, got {tuple(feats.shape)}')
-        num_rows = class_ids.shape[0]
-        if num_rows == 0:
+        if class_ids.shape[0] == 0:
             return
+        self._staged = self._plan_push(class_ids, feats)
+
+    @torch.no_grad()
+    def commit(self) -> None:
+        """Write the staged push into the bank (no-op without one)."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            return
+        self.features.index_copy_(0, staged.rows, staged.feats)
+        self.ptr.copy_(staged.ptr)
+        self.fill.copy_(staged.fill)
+
+    def discard(self) -> None:
+        """Drop the staged push: the bank stays as it was."""
+        self._staged = None
+
+    @property
+    def has_staged(self) -> bool:
+        """Whether a staged push waits for :meth:`commit`."""
+        return self._staged is not None
+
+    def _plan_push(self, class_ids: Tensor, feats: Tensor) -> StagedPush:
+        """Destination rows and new pointers of a push (no write)."""
         device = self.features.device
         class_ids = class_ids.to(device=device, dtype=torch.long)
         feats = feats.detach().to(device=device, dtype=self.dtype)
-
-        # position of every row among the rows of its class (arrival order)
-        order = torch.argsort(class_ids, stable=True)
-        counts = torch.bincount(class_ids, minlength=self.num_classes)
-        starts = torch.cumsum(counts, 0) - counts
+        num_rows = class_ids.shape[0]
+        # non-finite rows form an extra group C that is never written
+        finite = torch.isfinite(feats).all(dim=1)
+        groups = torch.where(finite, class_ids,
+                             torch.full_like(class_ids, self.num_classes))
+        group_counts = torch.bincount(groups, minlength=self.num_classes + 1)
+        starts = torch.cumsum(group_counts, 0) - group_counts
+        # position of every row among the rows of its group (arrival order)
+        order = torch.argsort(groups, stable=True)
         pos = torch.empty_like(order)
         pos[order] = torch.arange(num_rows, device=device)
-        pos -= starts[class_ids]
+        pos -= starts[groups]
+        counts = group_counts[:self.num_classes]
         capacity = self.capacity[class_ids]
         slots = (self.ptr[class_ids] + pos) % capacity
         rows = self.offsets[class_ids] + slots
-        # only the last `capacity` rows of a class survive this push
-        keep = pos >= counts[class_ids] - capacity
-        if bool(keep.all()):
-            self.features.index_copy_(0, rows, feats)
-        else:
+        # only the last `capacity` finite rows of a class survive this push
+        keep = finite & (pos >= counts[class_ids] - capacity)
+        if not bool(keep.all()):
             kept = keep.nonzero(as_tuple=True)[0]
-            self.features.index_copy_(0, rows[kept],
-                                      feats.index_select(0, kept))
-        self.ptr.copy_((self.ptr + counts) % self.capacity)
-        self.fill.copy_(torch.minimum(self.fill + counts, self.capacity))
+            rows, feats = rows[kept], feats.index_select(0, kept)
+        return StagedPush(
+            rows=rows,
+            feats=feats,
+            ptr=(self.ptr + counts) % self.capacity,
+            fill=torch.minimum(self.fill + counts, self.capacity))
 
     @torch.no_grad()
     def sample_for(
@@ -204,16 +273,29 @@ class CategoryMemoryBank(nn.Module):
         """:meth:`sample_for` without the (synchronising) input checks."""
         device = self.features.device
         class_ids = class_ids.to(device=device, dtype=torch.long)
-        fill = self.fill[class_ids]
+        staged = self._staged
+        fill = (self.fill if staged is None else staged.fill)[class_ids]
         uniform = torch.rand((class_ids.shape[0], num),
                              generator=generator,
                              device=device)
         # filled slots are [0, fill): the ring wraps only once it is full
         last = (fill - 1).clamp(min=0).unsqueeze(1)
         slots = torch.minimum((uniform * fill.unsqueeze(1)).long(), last)
-        rows = self.offsets[class_ids].unsqueeze(1) + slots
-        feats = self.features.index_select(0, rows.reshape(-1))
-        return feats.view(rows.shape + (self.feat_channels, )), fill > 0
+        rows = (self.offsets[class_ids].unsqueeze(1) + slots).reshape(-1)
+        feats = self.features.index_select(0, rows)
+        if staged is not None and staged.rows.numel():
+            # rows written by the staged push come from its features
+            source = torch.full((self.features.shape[0], ),
+                                -1,
+                                dtype=torch.long,
+                                device=device)
+            source[staged.rows] = torch.arange(
+                staged.rows.shape[0], device=device)
+            source = source[rows]
+            feats = torch.where(
+                (source >= 0).unsqueeze(1),
+                staged.feats.index_select(0, source.clamp(min=0)), feats)
+        return feats.view(slots.shape + (self.feat_channels, )), fill > 0
 
     def sample(
             self,
@@ -254,6 +336,13 @@ class CategoryMemoryBank(nn.Module):
             % capacity
         return self.features[int(self.offsets[class_id]) + slots]
 
+    def current_fill(self) -> Tensor:
+        """``fill``, or the fill after the staged push when one waits."""
+        return self.fill if self._staged is None else self._staged.fill
+
     def fill_ratio(self) -> Tensor:
-        """Filled fraction of every queue, ``(C,)`` float32, for logging."""
-        return self.fill.float() / self.capacity.float()
+        """Filled fraction of every queue, ``(C,)`` float32, for logging.
+
+        A staged push counts as done (see :meth:`stage`).
+        """
+        return self.current_fill().float() / self.capacity.float()

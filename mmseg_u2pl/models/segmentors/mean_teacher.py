@@ -1,9 +1,12 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Mean-teacher segmentor: a student mmseg segmentor and its EMA teacher."""
 import copy
-from typing import Dict, Optional
+import logging
+from typing import Dict, List, Optional
 
-from mmengine.logging import MessageHub
+import torch
+from mmengine import dist
+from mmengine.logging import MessageHub, print_log
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
@@ -13,6 +16,45 @@ from torch import Tensor, nn
 from ..data_preprocessor import BRANCHES
 
 STUDENT, TEACHER = 'student', 'teacher'
+#: what to do with a step whose loss has a NaN/Inf term
+NONFINITE_ACTIONS = ('skip', 'raise')
+DEFAULT_NONFINITE_CFG = dict(
+    nonfinite_loss='skip',  # or 'raise'
+    max_consecutive_nonfinite=5,  # more skipped steps in a row: raise
+)
+#: loss returned by a skipped step: zero, zero gradients for every parameter
+SKIPPED_STEP_LOSS = 'skipped_step.loss'
+
+
+def nonfinite_loss_terms(losses: Dict[str, object]) -> List[str]:
+    """Names of the loss terms that are NaN or Inf on any rank.
+
+    The terms are the entries whose key contains ``'loss'`` (those that
+    ``parse_losses`` sums), tensors or lists of tensors. All finiteness
+    flags are reduced over the ranks in one tensor and read with a single
+    host synchronisation, so that every rank takes the same decision.
+
+    Args:
+        losses (dict): The output of a segmentor's ``loss``.
+
+    Returns:
+        list[str]: The offending keys, in the order of ``losses``.
+    """
+    names, finite = [], []
+    for name, value in losses.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        tensors = [v for v in values if isinstance(v, Tensor)]
+        if 'loss' not in name or not tensors:
+            continue
+        names.append(name)
+        finite.append(
+            torch.stack([torch.isfinite(v.detach()).all()
+                         for v in tensors]).all())
+    if not names:
+        return []
+    bad = (~torch.stack(finite)).int()
+    dist.all_reduce(bad, op='sum')
+    return [name for name, flag in zip(names, bad.tolist()) if flag]
 
 
 @MODELS.register_module()
@@ -38,13 +80,31 @@ class MeanTeacherSegmentor(BaseSegmentor):
     holds both networks (``student.*``, ``teacher.*``); loading a plain mmseg
     checkpoint (``load_from``) fills both.
 
+    Non-finite losses: at the end of :meth:`loss` every loss term is checked
+    for NaN/Inf (one host synchronisation, agreed over all ranks). If one is
+    not finite, the step is undone before anything depends on it: the
+    student's buffers (BN statistics) are restored and subclasses drop
+    their staged state (e.g. the U2PL memory bank push). With
+    ``nonfinite_loss='raise'`` a ``FloatingPointError`` names the terms and
+    the iteration. With ``'skip'`` a warning is logged, ``step_skipped`` is
+    set and the returned loss is a zero connected to every trainable
+    parameter (``skipped_step.loss``), so that backward, DDP and AMP's
+    ``GradScaler`` run as usual without touching a NaN;
+    :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` then drops the
+    gradients before the optimizer step and does not update the teacher.
+    ``nonfinite_steps`` (skipped steps so far in this process) is logged
+    from the first skip on. More than ``max_consecutive_nonfinite`` skipped
+    steps in a row raise: the run has diverged.
+
     Args:
         segmentor (ConfigType): Config of the student segmentor.
         data_preprocessor (OptConfigType): Defaults to a
             ``SemiSegDataPreProcessor`` with the settings of
             ``segmentor.data_preprocessor``.
-        semi_train_cfg (OptConfigType): Semi-supervised training settings
-            (used by subclasses). Defaults to None.
+        semi_train_cfg (OptConfigType): Training settings; subclasses add
+            their own. Here: ``nonfinite_loss`` (``'skip'``, default, or
+            ``'raise'``) and ``max_consecutive_nonfinite`` (5, or None for
+            no limit), see "Non-finite losses" below. Defaults to None.
         semi_test_cfg (OptConfigType): ``dict(predict_on='teacher')`` by
             default.
         init_cfg (OptMultiConfig): Initialisation config. Defaults to None.
@@ -58,7 +118,7 @@ class MeanTeacherSegmentor(BaseSegmentor):
     """
 
     #: keys of ``semi_train_cfg`` this class understands (subclasses extend)
-    semi_train_keys = ()
+    semi_train_keys = tuple(DEFAULT_NONFINITE_CFG)
     semi_test_keys = ('predict_on', )
 
     def __init__(self,
@@ -71,8 +131,10 @@ class MeanTeacherSegmentor(BaseSegmentor):
             data_preprocessor=self._build_data_preprocessor(
                 data_preprocessor, segmentor),
             init_cfg=init_cfg)
-        self.semi_train_cfg = self._check_cfg('semi_train_cfg', semi_train_cfg,
-                                              self.semi_train_keys)
+        semi_train_cfg = self._check_cfg('semi_train_cfg', semi_train_cfg,
+                                         self.semi_train_keys)
+        self.semi_train_cfg = self._check_nonfinite_cfg(
+            dict(DEFAULT_NONFINITE_CFG, **semi_train_cfg))
         self.semi_test_cfg = self._check_cfg('semi_test_cfg', {
             'predict_on': TEACHER,
             **(semi_test_cfg or {})
@@ -95,6 +157,13 @@ class MeanTeacherSegmentor(BaseSegmentor):
         self.teacher.eval()
         #: set by MeanTeacherHook before every training iteration
         self.semi_active: Optional[bool] = None
+        #: whether the last :meth:`loss` was non-finite and undone (read by
+        #: MeanTeacherHook: no optimizer update, no teacher update)
+        self.step_skipped = False
+        #: skipped steps since this process started (logged, not saved)
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+        self._buffer_snapshot: Optional[List[Tensor]] = None
         self._register_load_state_dict_pre_hook(self._fill_from_plain_ckpt)
 
     @staticmethod
@@ -126,6 +195,21 @@ class MeanTeacherSegmentor(BaseSegmentor):
             raise KeyError(
                 f'Unknown key(s) {unknown} in model.{name}; known keys: '
                 f'{sorted(known)}. Check the spelling in your config.')
+        return cfg
+
+    @staticmethod
+    def _check_nonfinite_cfg(cfg: dict) -> dict:
+        action = cfg['nonfinite_loss']
+        if action not in NONFINITE_ACTIONS:
+            raise ValueError(
+                'model.semi_train_cfg.nonfinite_loss must be one of '
+                f'{list(NONFINITE_ACTIONS)}, got {action!r}.')
+        limit = cfg['max_consecutive_nonfinite']
+        if limit is not None and (isinstance(limit, bool)
+                                  or not isinstance(limit, int) or limit < 1):
+            raise ValueError(
+                'model.semi_train_cfg.max_consecutive_nonfinite must be a '
+                f'positive int or None (no limit), got {limit!r}.')
         return cfg
 
     def extend_student(self, student: nn.Module) -> None:
@@ -214,10 +298,111 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 'supervised warm-up is over: add '
                 '`custom_hooks = [dict(type="MeanTeacherHook", ...)]` to the '
                 'config.')
+        self.begin_step()
         if not self.semi_active:
-            return self.supervised_loss(inputs['labeled'],
-                                        data_samples['labeled'])
-        return self.semi_loss(inputs, data_samples)
+            losses = self.supervised_loss(inputs['labeled'],
+                                          data_samples['labeled'])
+        else:
+            losses = self.semi_loss(inputs, data_samples)
+        return self._guard_nonfinite(losses)
+
+    # ------------------------------------------------------------------
+    # numerical safety
+    # ------------------------------------------------------------------
+    def begin_step(self) -> None:
+        """Remember the state that a training forward changes.
+
+        The student's buffers (BN running statistics) change during its
+        forward; they are copied here (a few KB to MB) so that a skipped
+        step can restore them. Subclasses stage their other state instead.
+        """
+        self._buffer_snapshot = [
+            buffer.detach().clone() for buffer in self.student.buffers()
+        ]
+
+    @torch.no_grad()
+    def end_step(self, keep: bool) -> None:
+        """Keep or undo the state changes of the step begun last.
+
+        Args:
+            keep (bool): False restores the student's buffers.
+        """
+        snapshot, self._buffer_snapshot = self._buffer_snapshot, None
+        if keep or snapshot is None:
+            return
+        for buffer, saved in zip(self.student.buffers(), snapshot):
+            buffer.copy_(saved)
+
+    def _guard_nonfinite(self, losses: dict) -> dict:
+        """Return ``losses``, or undo and skip (or raise) a non-finite step.
+
+        See "Non-finite losses" in the class docstring.
+        """
+        bad_terms = nonfinite_loss_terms(losses)
+        self.step_skipped = bool(bad_terms)
+        self.end_step(keep=not bad_terms)
+        if not bad_terms:
+            self._consecutive_nonfinite = 0
+            if self.nonfinite_steps:
+                losses['nonfinite_steps'] = self._count(self.nonfinite_steps)
+            return losses
+        self._consecutive_nonfinite += 1
+        self.nonfinite_steps += 1
+        cfg = self.semi_train_cfg
+        limit = cfg['max_consecutive_nonfinite']
+        where = f'{bad_terms} at {self._iteration_text()}'
+        if cfg['nonfinite_loss'] == 'raise':
+            raise FloatingPointError(
+                f'Non-finite loss (NaN/Inf) in {where}. The step was not '
+                'applied. Look for a corrupt image or label in this batch '
+                'or lower the learning rate, then resume from the last '
+                'checkpoint; or set model.semi_train_cfg.nonfinite_loss='
+                '"skip" to skip such steps.')
+        if limit is not None and self._consecutive_nonfinite > limit:
+            raise FloatingPointError(
+                f'Non-finite loss (NaN/Inf) in {where}: '
+                f'{self._consecutive_nonfinite} steps in a row, more than '
+                f'model.semi_train_cfg.max_consecutive_nonfinite={limit}. '
+                'Training has diverged: lower the learning rate, check the '
+                'data, and resume from an earlier checkpoint.')
+        print_log(
+            f'Skipped a step with a non-finite loss (NaN/Inf) in {where}: '
+            'the student, the teacher and the memory bank are unchanged '
+            f'({self._consecutive_nonfinite} in a row, at most '
+            f'{"unlimited" if limit is None else limit}; '
+            f'{self.nonfinite_steps} in total).',
+            logger='current',
+            level=logging.WARNING)
+        return {
+            SKIPPED_STEP_LOSS: self._zero_loss(),
+            'nonfinite_steps': self._count(self.nonfinite_steps)
+        }
+
+    def _zero_loss(self) -> Tensor:
+        """Zero with zero gradients for every trainable parameter.
+
+        Every parameter gets a (finite) gradient, as in a normal step, so
+        that DDP's reducer and AMP's ``GradScaler`` need no special case.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return torch.zeros((), requires_grad=True)
+        return torch.stack([p.reshape(-1)[:1].sum()
+                            for p in params]).float().sum() * 0.
+
+    def _count(self, value: int) -> Tensor:
+        device = next(self.student.parameters()).device
+        return torch.tensor(float(value), device=device)
+
+    @staticmethod
+    def _iteration_text() -> str:
+        """``'iteration 3/6'`` (1-based, as logged), if a loop runs."""
+        hub = MessageHub.get_current_instance()
+        cur_iter, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
+        if cur_iter is None:
+            return 'an unknown iteration (no training loop recorded it)'
+        total = f'/{max_iters}' if max_iters else ''
+        return f'iteration {cur_iter + 1}{total}'
 
     def supervised_loss(self, inputs: Tensor,
                         data_samples: SampleList) -> dict:

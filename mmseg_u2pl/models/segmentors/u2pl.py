@@ -55,7 +55,9 @@ class U2PL(MeanTeacherSegmentor):
             ``feat_channels`` are inferred when omitted. None disables it.
         semi_train_cfg (OptConfigType): ``unsup_weight`` (lambda_u, 1.0),
             ``alpha_0`` (20, %), ``cutmix`` (``prob`` 0.5, ``area_ratio``
-            0.5, ``per_sample`` False), ``ignore_index`` (255). Unknown keys
+            0.5, ``per_sample`` False), ``ignore_index`` (255), and the
+            non-finite loss handling of :class:`MeanTeacherSegmentor`
+            (``nonfinite_loss``, ``max_consecutive_nonfinite``). Unknown keys
             are rejected.
         data_preprocessor, semi_test_cfg, init_cfg: See
             :class:`MeanTeacherSegmentor`.
@@ -72,7 +74,8 @@ class U2PL(MeanTeacherSegmentor):
         >>> custom_hooks = [dict(type='MeanTeacherHook', warmup_epochs=1)]
     """
 
-    semi_train_keys = tuple(DEFAULT_SEMI_TRAIN_CFG)
+    semi_train_keys = MeanTeacherSegmentor.semi_train_keys + tuple(
+        DEFAULT_SEMI_TRAIN_CFG)
 
     def __init__(self,
                  segmentor: ConfigType,
@@ -182,6 +185,16 @@ class U2PL(MeanTeacherSegmentor):
             losses['contrast.loss_contrast'] = rep.sum() * 0.
         return losses
 
+    def end_step(self, keep: bool) -> None:
+        """Also commit (or drop) the contrastive loss's staged update."""
+        super().end_step(keep)
+        if self.contrastive_loss is None:
+            return
+        if keep:
+            self.contrastive_loss.commit_update()
+        else:
+            self.contrastive_loss.discard_update()
+
     # ------------------------------------------------------------------
     # the semi-supervised step
     # ------------------------------------------------------------------
@@ -265,9 +278,15 @@ class U2PL(MeanTeacherSegmentor):
                 resize_labels(label_u, rep_size)
             ])
         with record_function('u2pl:contrastive_loss'):
-            loss, log_vars = self.contrastive_loss(rep_s, rep_t, prob_t,
-                                                   labels, img_l.shape[0],
-                                                   alpha_t)
+            # the bank push is committed by `end_step` if the step is kept
+            loss, log_vars = self.contrastive_loss(
+                rep_s,
+                rep_t,
+                prob_t,
+                labels,
+                img_l.shape[0],
+                alpha_t,
+                defer_update=True)
         out = {f'contrast.{self.contrastive_loss.loss_name}': loss}
         out.update({f'contrast.{k}': scalar(v) for k, v in log_vars.items()})
         return out

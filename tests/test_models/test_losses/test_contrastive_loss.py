@@ -552,3 +552,105 @@ def test_registered_in_mmseg_models():
     assert isinstance(loss, UnreliableContrastiveLoss)
     assert loss.memory_bank.capacities[:2] == [50, 30]
     assert loss.loss_name == 'loss_contrast'
+
+
+# ----------------------------------------------------------------------
+# numerical safety: deferred state updates, non-finite features
+
+
+def state_of(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def assert_same_state(module, state):
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_deferred_update_gives_the_same_loss_and_waits_for_commit():
+    student, teacher, probs, labels = partition_case()
+    kwargs = dict(
+        num_classes=4,
+        rank_low=1,
+        rank_high=3,
+        num_anchors=3,
+        prototype_momentum=0.5)
+    results, modules = [], []
+    for defer in (False, True):
+        loss = build_loss(**kwargs)
+        before = state_of(loss)
+        torch.manual_seed(7)
+        value, log_vars = loss(
+            student,
+            teacher,
+            probs,
+            labels,
+            num_labeled=1,
+            alpha=25.,
+            defer_update=defer)
+        results.append((value, log_vars))
+        modules.append(loss)
+        if defer:
+            # nothing written yet; the loss still saw its own negatives
+            assert_same_state(loss, before)
+            assert loss.memory_bank.has_staged
+            torch.testing.assert_close(log_vars['bank_fill_mean'],
+                                       torch.tensor(4 / 64))
+            loss.commit_update()
+    (value, log_vars), (deferred, deferred_vars) = results
+    assert value.item() > 0
+    assert deferred.item() == value.item()
+    for key in log_vars:
+        assert torch.equal(deferred_vars[key], log_vars[key]), key
+    # after the commit both modules hold the same bank and prototype
+    assert_same_state(modules[1], state_of(modules[0]))
+    # class 1 has no reliable pixel in this batch
+    assert modules[1].prototype_initialized.tolist() == [
+        True, False, True, True
+    ]
+
+
+def test_discarded_update_leaves_bank_and_prototype_unchanged():
+    student, teacher, probs, labels = partition_case()
+    args = dict(num_classes=4, rank_low=1, rank_high=3, prototype_momentum=.5)
+
+    def step(loss, shift, seed, **kwargs):
+        torch.manual_seed(seed)
+        loss(
+            student,
+            teacher + shift,
+            probs,
+            labels,
+            num_labeled=1,
+            alpha=25.,
+            **kwargs)
+
+    loss, reference = build_loss(**args), build_loss(**args)
+    step(loss, 0., seed=1)
+    step(reference, 0., seed=1)
+    before = state_of(loss)
+    step(loss, 1., seed=2, defer_update=True)
+    loss.discard_update()
+    assert_same_state(loss, before)
+    # an update never committed is dropped by the next call
+    step(loss, 1., seed=2, defer_update=True)
+    step(loss, 2., seed=3, defer_update=True)
+    loss.commit_update()
+    step(reference, 2., seed=3)
+    assert_same_state(loss, state_of(reference))
+    assert not torch.equal(loss.prototype, before['prototype'])
+
+
+def test_non_finite_teacher_features_never_enter_the_bank():
+    loss = build_loss(num_classes=4, rank_low=1, rank_high=3, num_anchors=3)
+    student, teacher, probs, labels = partition_case()
+    teacher = teacher.clone()
+    teacher[1, :, 0, 3] = float('nan')  # pixel 7: a negative of classes 1, 2
+    _, log_vars = loss(
+        student, teacher, probs, labels, num_labeled=1, alpha=25.)
+    z_t = teacher.permute(0, 2, 3, 1).reshape(8, 3)
+    assert loss.memory_bank.get(0)[:, 0].tolist() == [z_t[3, 0].item()]
+    assert loss.memory_bank.get(1)[:, 0].tolist() == [z_t[0, 0].item()]
+    assert loss.memory_bank.fill.tolist() == [1, 1, 0, 0]
+    assert torch.isfinite(loss.memory_bank.features).all()
+    assert log_vars['num_negative_candidates'].item() == 4

@@ -176,3 +176,67 @@ def test_bad_push_inputs():
         bank.push(torch.zeros(2), rows(1, 2))
     with pytest.raises(ValueError, match='class_id'):
         bank.get(5)
+
+
+# ----------------------------------------------------------------------
+# numerical safety: non-finite rows, staged pushes
+
+
+def test_non_finite_rows_never_enter_the_bank():
+    bank = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=3)
+    nan, inf = float('nan'), float('inf')
+    feats = rows(1, nan, 2, 3, inf, 4)
+    feats[5, 1] = -inf  # one bad channel is enough
+    bank.push(ids(0, 0, 1, 0, 1, 1), feats)
+    # class 0 keeps 1, 3; class 1 keeps 2 (4 had -inf in a channel)
+    assert live_values(bank, 0) == [1, 3]
+    assert live_values(bank, 1) == [2]
+    assert bank.fill.tolist() == [2, 1] and bank.ptr.tolist() == [2, 1]
+    assert torch.isfinite(bank.features).all()
+    # a finite value that overflows the storage dtype is dropped too
+    half = CategoryMemoryBank(
+        num_classes=1, feat_channels=2, capacity=2, dtype=torch.float16)
+    half.push(ids(0, 0), rows(1e6, 5))
+    assert live_values(half, 0) == [5]
+    # only bad rows: nothing moves
+    bank.push(ids(0, 1), rows(nan, inf))
+    assert bank.fill.tolist() == [2, 1] and bank.ptr.tolist() == [2, 1]
+
+
+def test_staged_push_is_sampled_but_written_only_on_commit():
+    bank = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=3)
+    bank.push(ids(0, 0, 0), rows(1, 2, 3))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    bank.stage(ids(0, 1), rows(7, 8))
+    assert bank.has_staged
+    # buffers and get() keep the committed state
+    for key, value in bank.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert live_values(bank, 0) == [1, 2, 3] and live_values(bank, 1) == []
+    # sampling sees the queues after the push: 7 replaced the oldest (1)
+    feats, valid = bank.sample(300)
+    assert valid.tolist() == [True, True]
+    assert set(feats[0, :, 0].tolist()) == {2., 3., 7.}
+    assert set(feats[1, :, 0].tolist()) == {8.}
+    torch.testing.assert_close(bank.fill_ratio(), torch.tensor([1., 1 / 3]))
+    with pytest.raises(RuntimeError, match='commit'):
+        bank.push(ids(0), rows(9))
+    bank.commit()
+    assert not bank.has_staged
+    assert live_values(bank, 0) == [2, 3, 7] and live_values(bank, 1) == [8]
+    assert bank.ptr.tolist() == [1, 1]
+
+
+def test_discarded_push_leaves_the_bank_bytewise_unchanged():
+    bank = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=2)
+    bank.push(ids(0, 1), rows(1, 2))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    bank.stage(ids(0, 0, 1), rows(5, 6, 7))
+    bank.discard()
+    assert not bank.has_staged
+    for key, value in bank.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    feats, _ = bank.sample(50)
+    assert set(feats[0, :, 0].tolist()) == {1.}
+    bank.commit()  # nothing staged: no-op
+    assert live_values(bank, 0) == [1] and live_values(bank, 1) == [2]
