@@ -20,8 +20,10 @@ from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
 import mmseg_u2pl  # noqa: E402,F401  (registers our modules)
+from mmseg_u2pl.datasets.validation import check_num_classes  # noqa: E402
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
-    refuse_unsafe_checkpoints, register_checkpoint_safe_globals)
+    ALLOW_MISMATCH_KEY, check_checkpoint_file, refuse_unsafe_checkpoints,
+    register_checkpoint_safe_globals)
 from mmseg_u2pl.utils.launch import (  # noqa: E402
     LAUNCHERS, prepare_launch, shutdown_dist)
 
@@ -101,6 +103,20 @@ def use_tta(cfg: Config, config_path: str) -> None:
     cfg.model = cfg.tta_model
 
 
+def check_before_testing(runner: Runner, cfg: Config, checkpoint: str) -> None:
+    """Fail before testing a model that does not fit its data or checkpoint.
+
+    Every decode head must predict the test set's classes, and the
+    checkpoint must fit the model unless ``allow_checkpoint_mismatch=True``
+    (mmengine would skip mismatching weights and test random ones).
+    """
+    dataset = runner.test_dataloader.dataset
+    classes = getattr(dataset, 'metainfo', {}).get('classes')
+    check_num_classes(runner.model, classes, 'test_dataloader.dataset')
+    if not cfg.get(ALLOW_MISMATCH_KEY, False):
+        check_checkpoint_file(runner.model, checkpoint)
+
+
 def main() -> None:
     args = parse_args()
     for what, path in (('Config', args.config), ('Checkpoint',
@@ -136,6 +152,7 @@ def main() -> None:
 
     try:
         with refuse_unsafe_checkpoints(args.checkpoint):
+            check_before_testing(runner, cfg, args.checkpoint)
             runner.test()
     finally:
         shutdown_dist()

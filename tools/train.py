@@ -20,8 +20,10 @@ from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
 import mmseg_u2pl  # noqa: E402,F401  (registers our modules)
+from mmseg_u2pl.datasets.validation import check_num_classes  # noqa: E402
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
-    refuse_unsafe_checkpoints, register_checkpoint_safe_globals)
+    ALLOW_MISMATCH_KEY, check_checkpoint_file, refuse_unsafe_checkpoints,
+    register_checkpoint_safe_globals)
 from mmseg_u2pl.utils.launch import (  # noqa: E402
     LAUNCHERS, enable_amp, prepare_launch, shutdown_dist)
 
@@ -77,6 +79,25 @@ def checkpoint_to_load(cfg: Config) -> str:
     return cfg.get('load_from')
 
 
+def check_before_training(runner: Runner, cfg: Config,
+                          checkpoint: str) -> None:
+    """Fail before the first iteration on a model that does not fit.
+
+    * every decode head must predict the training set's classes;
+    * the checkpoint to load or resume from must fit the model, unless
+      ``allow_checkpoint_mismatch=True`` (mmengine would skip mismatching
+      weights with a warning and train on).
+
+    Builds the train loop (and so the dataset, with its checks) early;
+    ``runner.train()`` reuses it.
+    """
+    dataset = runner.train_dataloader.dataset
+    classes = getattr(dataset, 'metainfo', {}).get('classes')
+    check_num_classes(runner.model, classes, 'train_dataloader.dataset')
+    if checkpoint and not cfg.get(ALLOW_MISMATCH_KEY, False):
+        check_checkpoint_file(runner.model, checkpoint)
+
+
 def main() -> None:
     args = parse_args()
     if not osp.isfile(args.config):
@@ -99,8 +120,10 @@ def main() -> None:
     else:
         runner = RUNNERS.build(cfg)
 
+    checkpoint = checkpoint_to_load(cfg)
     try:
-        with refuse_unsafe_checkpoints(checkpoint_to_load(cfg)):
+        with refuse_unsafe_checkpoints(checkpoint):
+            check_before_training(runner, cfg, checkpoint)
             runner.train()
     finally:
         shutdown_dist()

@@ -13,7 +13,8 @@ from mmseg.registry import DATASETS
 from mmseg.utils import ConfigType
 from torch.utils.data import Dataset
 
-from .validation import check_dataset_files, check_label_values
+from .validation import (check_dataset_files, check_label_values,
+                         naming_sample_files)
 
 
 @DATASETS.register_module()
@@ -44,7 +45,8 @@ class SemiDataset(Dataset):
         unlabeled (ConfigType): Config of the unlabeled dataset.
         seed (int): Seed of the labeled re-sampling. Defaults to 0.
         check_files (bool): Check at build time that every listed image (and
-            labeled mask) exists. Defaults to True.
+            labeled mask) exists and is not an empty or truncated PNG / JPEG
+            file. Defaults to True.
         lazy_init (bool): Accepted for mmengine compatibility; the wrapped
             datasets are always fully initialised. Defaults to False.
 
@@ -211,10 +213,20 @@ class SemiDataset(Dataset):
         return max(len(self.labeled), len(self.unlabeled))
 
     def __getitem__(self, idx: int) -> dict:
-        labeled = self.labeled[int(self.labeled_order[idx])]
-        unlabeled = self.unlabeled[int(self.unlabeled_order[idx])]
+        labeled = self._load('labeled', int(self.labeled_order[idx]))
+        unlabeled = self._load('unlabeled', int(self.unlabeled_order[idx]))
         self._check_labels(labeled)
         return dict(labeled=labeled, unlabeled=unlabeled)
+
+    def _load(self, side: str, index: int) -> dict:
+        """Sample ``index`` of one side; a failure names its files."""
+        dataset = getattr(self, side)
+        info = dataset.get_data_info(index) if hasattr(
+            dataset, 'get_data_info') else {}
+        with naming_sample_files(
+                info, f'SemiDataset: {side} sample {index} '
+                f'(`train_dataloader.dataset.{side}`)'):
+            return dataset[index]
 
     def _check_labels(self, packed: dict) -> None:
         sample = packed['data_samples']

@@ -6,7 +6,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 from .toy_generator import CLASSES, PALETTE
 from .validation import (check_dataset_files, check_dataset_paths,
-                         check_label_values)
+                         check_label_values, naming_sample_files)
 
 
 @DATASETS.register_module()
@@ -18,9 +18,10 @@ class ToyShapesDataset(BaseSegDataset):
     the layout is ``images/<name>.png``, ``labels/<name>.png`` and split lists
     ``splits/{train,val,labeled_1-16,unlabeled_1-16,...}.txt``.
 
-    Inputs are validated: a missing ``data_root``, split file, image or label
-    raises at construction (naming the path and the split file line), and the
-    label values of every returned sample are checked against
+    Inputs are validated: a missing ``data_root``, split file, image or label,
+    or an empty or truncated PNG, raises at construction (naming the path and
+    the split file line); a sample that fails to load names its files, and
+    the label values of every returned sample are checked against
     ``[0, num_classes) ∪ {ignore_index}``.
 
     Config example (labeled, unlabeled and validation sets)::
@@ -118,7 +119,10 @@ class ToyShapesDataset(BaseSegDataset):
 
     def prepare_data(self, idx: int) -> Any:
         """Run the pipeline on sample ``idx`` and check its label values."""
-        data = super().prepare_data(idx)
+        with naming_sample_files(
+                self.get_data_info(idx),
+                f'{type(self).__name__} sample {idx}'):
+            data = super().prepare_data(idx)
         if isinstance(data, dict):
             self._check_sample_labels(data, idx)
         return data

@@ -2,10 +2,13 @@
 """Input validation for mmseg datasets: clear errors instead of late crashes.
 
 Generic: works with any ``BaseSegDataset`` (ToyShapes, VOC, Cityscapes, ...).
-A missing ``data_root``, split file or image is reported at construction,
-naming the path, the split file and its line and what to do; a label map
-with values outside ``[0, num_classes) ∪ {ignore_index}`` is reported when a
-sample is loaded, naming the file.
+A missing ``data_root``, split file or image, and a PNG / JPEG file that is
+empty, truncated or not an image at all, are reported at construction,
+naming the path, the split file and its line and what to do. A label map
+with values outside ``[0, num_classes) ∪ {ignore_index}``, or any other
+failure to load a sample, is reported when the sample is loaded, naming its
+files (:func:`naming_sample_files`). :func:`check_num_classes` compares the
+model's decode heads with the dataset's class list.
 
 To check a stock mmseg dataset whose split file may be missing, build it with
 ``lazy_init=True`` (mmseg would otherwise fail inside ``full_init`` with a bare
@@ -16,10 +19,14 @@ assertion) and call :func:`check_dataset_files`, which loads the data list::
 """
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Set, Tuple, Union
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
+from torch import nn
+
+from ..utils.checkpoint import unwrap_model
 
 # How many missing files a message lists before summarising with a count.
 MAX_LISTED = 5
@@ -29,6 +36,19 @@ DEFAULT_FIX_HINT = (
     '{cwd}); prepare VOC / Cityscapes as in docs/data_preparation.md, '
     'or for the toy dataset run '
     '`python tools/misc/make_toy_dataset.py --out <data_root>`')
+CORRUPT_FIX_HINT = (
+    'replace the listed files with intact copies (an interrupted download, '
+    'copy or conversion leaves empty or truncated files: repeat that data '
+    'preparation step), or remove their lines from the split file')
+#: ``(format, first bytes, end marker, its description, file suffixes)``
+#: of the image formats whose integrity is checked at construction.
+IMAGE_FORMATS = (
+    ('PNG', b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82', 'IEND chunk', ('.png', )),
+    ('JPEG', b'\xff\xd8\xff', b'\xff\xd9', 'EOI marker FF D9', ('.jpg',
+                                                                '.jpeg')),
+)
+# The end marker is searched in this many last bytes (tolerates padding).
+TAIL_BYTES = 64
 
 
 def _is_local(path: str) -> bool:
@@ -198,8 +218,19 @@ def _line_of(path: str, prefix: str, suffix: str,
     return None
 
 
-def _missing_message(dataset, key: str, missing: List[Tuple[int, str]],
-                     total: int, fix_hint: Optional[str]) -> str:
+def _file_list_message(dataset, key: str, problems: List[Tuple[int, str, str]],
+                       total: int, what: str, fix: str) -> str:
+    """Name the first files of ``problems`` with their split file lines.
+
+    Args:
+        dataset (BaseSegDataset): The dataset the files belong to.
+        key (str): ``'img_path'`` or ``'seg_map_path'``.
+        problems (list[tuple[int, str, str]]): ``(sample index, path,
+            detail)``; a non-empty detail is appended to the path.
+        total (int): Number of samples of the dataset.
+        what (str): What is wrong with them, e.g. ``'do not exist'``.
+        fix (str): The ``Fix: ...`` sentence.
+    """
     name = type(dataset).__name__
     kind = 'image' if key == 'img_path' else 'label'
     prefix_key = 'img_path' if key == 'img_path' else 'seg_map_path'
@@ -213,28 +244,74 @@ def _missing_message(dataset, key: str, missing: List[Tuple[int, str]],
     else:
         ann_file, source, lines = '', f'found under {prefix!r}', {}
     shown = []
-    for index, path in missing[:MAX_LISTED]:
+    for index, path, detail in problems[:MAX_LISTED]:
         line = _line_of(path, prefix, suffix, lines)
         where = (f'line {line} of {ann_file}'
                  if line is not None else f'sample {index}')
-        shown.append(f'  {path} ({where})')
-    more = len(missing) - len(shown)
+        shown.append(f'  {path} ({where})' + (f': {detail}' if detail else ''))
+    more = len(problems) - len(shown)
     tail = f'\n  ... and {more} more' if more > 0 else ''
-    return (f'{name}: {len(missing)} of {total} {kind} files {source} do not '
-            f'exist:\n' + '\n'.join(shown) + tail + f'\n{_fix(fix_hint)}')
+    return (f'{name}: {len(problems)} of {total} {kind} files {source} '
+            f'{what}:\n' + '\n'.join(shown) + tail + f'\n{fix}')
+
+
+def image_file_problem(path: str) -> Optional[str]:
+    """What is wrong with an image file, judged by its first and last bytes.
+
+    Cheap (two small reads, no decoding), so it can run on every file of a
+    dataset at construction. A PNG or JPEG file (recognised by its
+    signature) must end with its end marker (the ``IEND`` chunk, the JPEG
+    ``EOI`` marker) within its last :data:`TAIL_BYTES` bytes: an interrupted
+    download or copy leaves it out. A file named ``.png`` / ``.jpg`` that
+    starts with neither signature is reported; other formats are only
+    checked for being empty. Damage inside a file that keeps both ends
+    intact is found when the sample is loaded (:func:`naming_sample_files`).
+
+    Args:
+        path (str): A local file.
+
+    Returns:
+        str | None: The problem (e.g. ``'is empty (0 bytes)'``), or None if
+        the file looks intact.
+    """
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(16)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - TAIL_BYTES, 0))
+            tail = f.read()
+    except OSError as error:
+        return f'cannot be read ({error.strerror or error})'
+    if size == 0:
+        return 'is empty (0 bytes)'
+    for name, start, end, marker, _ in IMAGE_FORMATS:
+        if head.startswith(start):
+            if end not in tail:
+                return (f'is truncated: this {name} file of {size} bytes '
+                        f'lacks its final {marker}')
+            return None
+    suffix = osp.splitext(path)[1].lower()
+    for name, _, _, _, suffixes in IMAGE_FORMATS:
+        if suffix in suffixes:
+            return (f'is not a {name} image: it starts with {head[:8]!r} '
+                    'instead of the PNG or JPEG signature')
+    return None
 
 
 def check_dataset_files(dataset,
                         check_labels: bool = True,
-                        fix_hint: Optional[str] = None) -> None:
+                        fix_hint: Optional[str] = None,
+                        check_integrity: bool = True) -> None:
     """Check that a dataset's split file and every file it lists exist.
 
     Runs :func:`check_dataset_paths`, then ``dataset.full_init()`` if the
     dataset is not initialised yet, then checks that the data list is not
     empty and that every ``img_path`` (and, with ``check_labels``, every
-    ``seg_map_path`` present in the data list) exists. One directory listing
-    per folder keeps this fast for tens of thousands of entries. Remote paths
-    (``s3://...``) are skipped.
+    ``seg_map_path`` present in the data list) exists and, with
+    ``check_integrity``, is not empty or truncated
+    (:func:`image_file_problem`). One directory listing per folder keeps the
+    existence check fast for tens of thousands of entries; the integrity
+    check reads 80 bytes per file. Remote paths (``s3://...``) are skipped.
 
     Args:
         dataset (BaseSegDataset): Any mmseg dataset.
@@ -242,12 +319,16 @@ def check_dataset_files(dataset,
         fix_hint (str, optional): What the user should do, appended to the
             message; ``{cwd}`` is replaced by the current directory. Defaults
             to a generic hint.
+        check_integrity (bool): Also check that PNG / JPEG files are
+            complete. Defaults to True.
 
     Raises:
         FileNotFoundError: ``data_root``, the split file or listed files are
             missing; the first few missing files are named with the split
             file line that lists them, and the total count is given.
-        ValueError: The data list is empty.
+        ValueError: The data list is empty, or (``check_integrity``) listed
+            files are empty, truncated or not images, named in the same way
+            with what is wrong.
     """
     check_dataset_paths(dataset, fix_hint)
     if not getattr(dataset, '_fully_initialized', True):
@@ -263,12 +344,22 @@ def check_dataset_files(dataset,
     cache = _ExistenceCache()
     infos = _data_infos(dataset)
     for key in keys:
-        missing = [(index, info[key]) for index, info in enumerate(infos)
-                   if isinstance(info.get(key), str) and _is_local(info[key])
-                   and not cache.exists(info[key])]
+        paths = [(index, info[key]) for index, info in enumerate(infos)
+                 if isinstance(info.get(key), str) and _is_local(info[key])]
+        missing = [(index, path, '') for index, path in paths
+                   if not cache.exists(path)]
         if missing:
             raise FileNotFoundError(
-                _missing_message(dataset, key, missing, total, fix_hint))
+                _file_list_message(dataset, key, missing, total,
+                                   'do not exist', _fix(fix_hint)))
+        if not check_integrity:
+            continue
+        broken = [(index, path, problem) for index, path in paths
+                  for problem in [image_file_problem(path)] if problem]
+        if broken:
+            raise ValueError(
+                _file_list_message(dataset, key, broken, total, 'are damaged',
+                                   'Fix: ' + CORRUPT_FIX_HINT))
 
 
 def _invalid_values(label: Union[np.ndarray, torch.Tensor], num_classes: int,
@@ -326,3 +417,100 @@ def check_label_values(label: Union[np.ndarray,
         'scheme (e.g. Cityscapes label ids instead of train ids), convert '
         'them to class indices first; otherwise check the classes in the '
         "dataset's metainfo and the model's num_classes.")
+
+
+#: Keys of a data info that name the files of a sample.
+SAMPLE_FILE_KEYS = ('img_path', 'seg_map_path')
+
+
+@contextmanager
+def naming_sample_files(info: dict, sample: str) -> Iterator[None]:
+    """Re-raise an error of loading a sample with the sample's files.
+
+    Decoders report a corrupt or truncated file without its name (PIL:
+    ``cannot identify image file <_io.BytesIO ...>``; mmseg's
+    ``LoadAnnotations``: ``'NoneType' object has no attribute 'squeeze'``).
+    Wrap the pipeline call of one sample in this context: an error whose
+    message does not name the sample's files yet is re-raised, with the same
+    type and chained to the original, naming them.
+
+    Args:
+        info (dict): The sample's data info (``img_path``, ``seg_map_path``).
+        sample (str): How to call the sample, e.g.
+            ``'ToyShapesDataset sample 3'``.
+    """
+    try:
+        yield
+    except Exception as error:
+        named = {
+            key: info[key]
+            for key in SAMPLE_FILE_KEYS if isinstance(info.get(key), str)
+        }
+        text = str(error)
+        if not named or any(path in text for path in named.values()):
+            raise
+        files = ', '.join(f'{key}={path!r}' for key, path in named.items())
+        message = (
+            f'{sample} ({files}) failed to load: {type(error).__name__}: '
+            f'{text}. If a file cannot be decoded it is corrupt or '
+            'truncated: replace it with an intact copy or remove it from '
+            'the split file.')
+        try:
+            renamed = type(error)(message)
+        except Exception:  # an exception type with other arguments
+            raise error
+        raise renamed from error
+
+
+def _head_config_key(module_name: str) -> str:
+    """Config key of a decode head, e.g. ``model.segmentor.decode_head``.
+
+    A mean-teacher model's ``student`` / ``teacher`` are both built from
+    ``model.segmentor``. List items keep their index
+    (``model.auxiliary_head.0``), as ``--cfg-options`` writes them.
+    """
+    parts = module_name.split('.')
+    if len(parts) > 1 and parts[0] in ('student', 'teacher'):
+        parts[0] = 'segmentor'
+    return '.'.join(['model'] + parts)
+
+
+def check_num_classes(model: nn.Module, classes: Sequence[str],
+                      dataset_key: str) -> None:
+    """Check that every decode head predicts the dataset's classes.
+
+    A decode head with fewer classes than the dataset fails late, inside the
+    loss, on the first label it cannot index; one with more trains silently
+    and reports metrics over the wrong classes. Call this before training
+    (or testing) with the dataset the model is run on.
+
+    Args:
+        model (nn.Module): The model, optionally in a model wrapper (DDP,
+            TTA). Every mmseg ``BaseDecodeHead`` in it is checked (decode
+            and auxiliary heads, of student and teacher).
+        classes (Sequence[str]): The dataset's ``metainfo['classes']``;
+            nothing is checked when empty.
+        dataset_key (str): Config key of the dataset, named in the message,
+            e.g. ``'train_dataloader.dataset'``.
+
+    Raises:
+        ValueError: A head's ``num_classes`` differs from ``len(classes)``;
+            names its config key, both numbers and the class list.
+    """
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    if not classes:
+        return
+    num = len(classes)
+    for name, module in unwrap_model(model).named_modules():
+        if isinstance(module, BaseDecodeHead) and module.num_classes != num:
+            key = _head_config_key(name)
+            shown = tuple(classes) if num <= 30 else (
+                f'{tuple(classes[:30])} ...')
+            raise ValueError(
+                f'{key}.num_classes = {module.num_classes}, but the dataset '
+                f'({dataset_key}) has {num} classes: {shown}. Set '
+                f'`{key}.num_classes={num}` (e.g. --cfg-options '
+                f'{key}.num_classes={num}; every decode and auxiliary head '
+                'must match), or give the dataset the class list the model '
+                f'was made for with `{dataset_key}.metainfo=dict(classes='
+                '...)`.')

@@ -4,6 +4,7 @@ import collections
 import os
 import os.path as osp
 import re
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -360,6 +361,39 @@ def test_out_of_range_label_names_the_file(small_splits, tmp_path):
     message = str(info.value)
     assert str(root / 'labels' / (names[2] + '.png')) in message
     assert '[9]' in message
+
+
+def damage_middle(path):
+    """Overwrite the middle of a file: both ends stay intact."""
+    with open(path, 'r+b') as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size // 2)
+        f.write(b'\xff' * 8)
+
+
+def test_label_damaged_after_construction_is_named_on_load(
+        small_splits, tmp_path):
+    root = tmp_path / 'copy'
+    shutil.copytree(small_splits.root, root)
+    dataset = DATASETS.build(
+        dict(
+            type='SemiDataset',
+            labeled=plain_side(str(root), small_splits.labeled),
+            unlabeled=plain_side(
+                str(root), small_splits.unlabeled, labeled=False)))
+    label = root / 'labels' / (small_splits.labeled_names[1] + '.png')
+    damage_middle(label)
+    index = int(np.flatnonzero(dataset.labeled_order == 1)[0])
+    with pytest.raises(OSError) as info:
+        dataset[index]
+    message = str(info.value)
+    # PIL alone says e.g. 'broken data stream when reading image file'
+    assert message.startswith(
+        'SemiDataset: labeled sample 1 (`train_dataloader.dataset.labeled`) '
+        f"(img_path='{root}/images/{label.name}', seg_map_path='{label}') "
+        'failed to load: OSError: '), message
+    assert 'data stream' in message
+    assert 'corrupt or truncated' in message
 
 
 def test_check_batch_size(small_splits):

@@ -138,3 +138,30 @@ def test_bad_label_value_raises_on_load(toy_root, tmp_path):
     with pytest.raises(
             ValueError, match=r"val_00002.png.*\[9\].*\[0, 6\).*255"):
         dataset[2]
+
+
+def test_damaged_file_is_named_on_load(toy_root, tmp_path):
+    root = copy_of(toy_root, tmp_path)
+    dataset = ToyShapesDataset(
+        data_root=root, ann_file='splits/val.txt', pipeline=LABELED_PIPELINE)
+    label_path = osp.join(root, 'labels', 'val_00003.png')
+    with open(label_path, 'r+b') as f:  # both ends of the PNG stay intact
+        f.seek(f.seek(0, 2) // 2)
+        f.write(b'\xff' * 8)
+    dataset[2]
+    with pytest.raises(
+            OSError,
+            match=r"^ToyShapesDataset sample 3 \(img_path='.*images/"
+            r"val_00003\.png', seg_map_path='.*labels/val_00003\.png'\) "
+            r'failed to load: OSError: .*data stream'):
+        dataset[3]
+    # the build-time check reads only both ends of each file: it passes
+    ToyShapesDataset(data_root=root, ann_file='splits/val.txt')
+    # a truncated file is found at construction
+    with open(label_path, 'r+b') as f:
+        f.truncate(40)
+    with pytest.raises(
+            ValueError,
+            match=r'labels/val_00003\.png \(line 4 of .*val\.txt'
+            r'\): is truncated'):
+        ToyShapesDataset(data_root=root, ann_file='splits/val.txt')

@@ -1,4 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
+import io
 import os
 import os.path as osp
 import re
@@ -9,10 +10,11 @@ import pytest
 import torch
 from mmseg.datasets import BaseSegDataset
 from PIL import Image
+from toy_fixtures import build_model, tiny_segmentor_cfg, tiny_u2pl_cfg
 
-from mmseg_u2pl.datasets.validation import (check_dataset_files,
-                                            check_dataset_paths,
-                                            check_label_values)
+from mmseg_u2pl.datasets.validation import (
+    check_dataset_files, check_dataset_paths, check_label_values,
+    check_num_classes, image_file_problem, naming_sample_files)
 
 
 def make_root(tmp_path, names=('a', 'b', 'c'), labels=True):
@@ -162,3 +164,129 @@ def test_check_label_values(to_tensor):
 def test_check_label_values_bad_arguments():
     with pytest.raises(ValueError, match='num_classes'):
         check_label_values(np.zeros(3), 0, 255, 'x.png')
+
+
+# ---------------------------------------------------------------------------
+# damaged files
+# ---------------------------------------------------------------------------
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, 'PNG')
+    return buffer.getvalue()
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, 'JPEG')
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    'name, content, problem',
+    [
+        ('ok.png', _png_bytes(), None),
+        ('ok.jpg', _jpeg_bytes(), None),
+        # a JPEG under a .png name decodes fine: judged by content
+        ('jpeg_named.png', _jpeg_bytes(), None),
+        ('padded.jpg', _jpeg_bytes() + b'\0' * 40, None),
+        ('empty.png', b'', r'is empty \(0 bytes\)'),
+        ('cut.png', _png_bytes()[:-12],
+         r'is truncated: this PNG file of \d+ bytes lacks its final IEND '
+         'chunk'),
+        ('cut.jpg', _jpeg_bytes()[:-2],
+         r'is truncated: this JPEG file of \d+ bytes lacks its final EOI '
+         'marker FF D9'),
+        ('html.jpg', b'<!DOCTYPE html>',
+         r"is not a JPEG image: it starts with b'<!DOCTYP' instead of the "
+         'PNG or JPEG signature'),
+        ('other.bmp', b'BM whatever', None),  # only emptiness is checked
+    ])
+def test_image_file_problem(tmp_path, name, content, problem):
+    path = tmp_path / name
+    path.write_bytes(content)
+    found = image_file_problem(str(path))
+    if problem is None:
+        assert found is None
+    else:
+        assert re.fullmatch(problem, found), found
+    assert image_file_problem(str(
+        tmp_path / 'absent.png')).startswith('cannot be read (No such file')
+
+
+def test_damaged_files_are_named_with_split_lines(tmp_path):
+    root = make_root(tmp_path, names=('a', 'b', 'c', 'd'))
+    image_b = osp.join(root, 'images', 'b.png')
+    with open(image_b, 'r+b') as f:
+        f.truncate(30)
+    open(osp.join(root, 'images', 'd.png'), 'w').close()
+    split = osp.join(root, 'splits', 'train.txt')
+    with pytest.raises(ValueError) as info:
+        check_dataset_files(stock_dataset(root))
+    message = str(info.value)
+    assert f"2 of 4 image files listed in split file '{split}' are " \
+        'damaged:' in message
+    assert (f'{image_b} (line 2 of {split}): is truncated: this PNG file '
+            'of 30 bytes lacks its final IEND chunk') in message
+    assert f'd.png (line 4 of {split}): is empty (0 bytes)' in message
+    assert 'Fix: replace the listed files with intact copies' in message
+    # the check can be switched off (e.g. for a slow network file system)
+    check_dataset_files(stock_dataset(root), check_integrity=False)
+    # labels are checked too, and only with check_labels
+    root2 = make_root(tmp_path / 'two')
+    with open(osp.join(root2, 'labels', 'c.png'), 'wb') as f:
+        f.write(b'GIF89a')
+    with pytest.raises(
+            ValueError,
+            match=r'1 of 3 label files.*\n.*labels/c.png \(line 3 of .*'
+            r"is not a PNG image: it starts with b'GIF89a'"):
+        check_dataset_files(stock_dataset(root2))
+    check_dataset_files(stock_dataset(root2), check_labels=False)
+
+
+def test_naming_sample_files_adds_the_files_once():
+    info = dict(img_path='data/images/a.png', seg_map_path='data/labels/a.png')
+    with pytest.raises(OSError) as error:
+        with naming_sample_files(info, 'MyDataset sample 7'):
+            raise OSError('cannot identify image file <_io.BytesIO>')
+    message = str(error.value)
+    assert message.startswith(
+        "MyDataset sample 7 (img_path='data/images/a.png', "
+        "seg_map_path='data/labels/a.png') failed to load: OSError: cannot "
+        'identify image file <_io.BytesIO>. If a file cannot be decoded')
+    assert isinstance(error.value.__cause__, OSError)
+    # an error that names a file already, and an error raised by an inner
+    # guard, are passed on unchanged
+    original = ValueError("Label map 'data/labels/a.png' holds value(s) [9]")
+    for inner in (original, error.value):
+        with pytest.raises(type(inner)) as again:
+            with naming_sample_files(info, 'Outer sample 0'):
+                raise inner
+        assert again.value is inner
+    # without file names there is nothing to add
+    with pytest.raises(KeyError) as bare:
+        with naming_sample_files({}, 'x'):
+            raise KeyError('k')
+    assert str(bare.value) == "'k'"
+
+
+# ---------------------------------------------------------------------------
+# the model's classes against the dataset's
+# ---------------------------------------------------------------------------
+def test_check_num_classes_names_the_config_key():
+    classes = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
+    plain = build_model(tiny_segmentor_cfg(num_classes=6))
+    check_num_classes(plain, classes, 'train_dataloader.dataset')
+    check_num_classes(plain, (), 'train_dataloader.dataset')  # no classes
+    with pytest.raises(ValueError) as info:
+        check_num_classes(plain, classes[:4], 'test_dataloader.dataset')
+    assert str(info.value).startswith(
+        'model.decode_head.num_classes = 6, but the dataset '
+        "(test_dataloader.dataset) has 4 classes: ('background', 'disk', "
+        "'square', 'triangle'). Set `model.decode_head.num_classes=4`")
+    u2pl = build_model(tiny_u2pl_cfg(num_classes=5))
+    with pytest.raises(
+            ValueError,
+            match=r'^model\.segmentor\.decode_head\.num_classes = 5, but .* '
+            r'has 6 classes.*--cfg-options '
+            r'model\.segmentor\.decode_head\.num_classes=6'):
+        check_num_classes(u2pl, classes, 'train_dataloader.dataset')

@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """tools/train.py, tools/test.py and tools/dist_train.sh, run for real on a
 tiny dataset on CPU, plus unit tests of the launch helpers they call."""
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -8,14 +9,17 @@ import re
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 from PIL import Image
+from toy_fixtures import build_model, tiny_segmentor_cfg
 
-from mmseg_u2pl.utils.checkpoint import (load_checkpoint_safely,
+from mmseg_u2pl.utils.checkpoint import (CheckpointMismatchError,
+                                         load_checkpoint_safely,
                                          register_checkpoint_safe_globals)
 from mmseg_u2pl.utils.launch import (CPUAmpOptimWrapper, convert_sync_bn,
                                      cpu_model_wrapper_cfg,
@@ -279,6 +283,68 @@ def test_test_tool_refuses_an_unsafe_checkpoint(setup):
     assert 'UnsafeCheckpointError' in proc.stdout
     assert f'Refusing to load checkpoint {path!r}' in proc.stdout
     assert 'collections.deque' in proc.stdout
+
+
+def test_test_tool_refuses_a_checkpoint_of_another_model(setup):
+    """A 4-class checkpoint for the 3-class config: refused before testing
+    (mmengine would only warn and test a random classifier)."""
+    path = str(setup['root'] / 'four_classes.pth')
+    ckpt = load_checkpoint_safely(osp.join(setup['work_dir'], 'iter_2.pth'))
+    ckpt['state_dict']['decode_head.conv_seg.weight'] = torch.zeros(
+        4, 16, 1, 1)
+    ckpt['state_dict']['decode_head.conv_seg.bias'] = torch.zeros(4)
+    torch.save(ckpt, path)
+    proc = _run([
+        PYTHON,
+        osp.join(TOOLS, 'test.py'), setup['config'], path, '--work-dir',
+        str(setup['root'] / 'mismatch_dir')
+    ])
+    assert proc.returncode != 0
+    assert ('mmseg_u2pl.utils.checkpoint.CheckpointMismatchError: '
+            f'Checkpoint {path!r} does not fit the model (EncoderDecoder)'
+            ) in proc.stdout
+    assert ('2 weight(s) have another shape: decode_head.conv_seg.weight '
+            '(4, 16, 1, 1) in the file, (3, 16, 1, 1) in the model; '
+            'decode_head.conv_seg.bias (4,) in the file, (3,) in the '
+            'model') in proc.stdout
+    assert 'Iter(test)' not in proc.stdout
+
+
+def _tool(name: str):
+    """Import tools/<name>.py as a module (its main() does not run)."""
+    spec = importlib.util.spec_from_file_location(f'{name}_tool',
+                                                  osp.join(TOOLS, name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tools_check_classes_and_checkpoint_with_opt_in(tmp_path):
+    path = str(tmp_path / 'four_classes.pth')
+    torch.save(
+        dict(state_dict=build_model(tiny_segmentor_cfg(4)).state_dict()), path)
+    model = build_model(tiny_segmentor_cfg(3))
+    loader = SimpleNamespace(
+        dataset=SimpleNamespace(metainfo=dict(classes=('a', 'b', 'c'))))
+    runner = SimpleNamespace(
+        model=model, train_dataloader=loader, test_dataloader=loader)
+    opt_in = Config(dict(allow_checkpoint_mismatch=True))
+    for check in (_tool('train.py').check_before_training,
+                  _tool('test.py').check_before_testing):
+        with pytest.raises(
+                CheckpointMismatchError,
+                match=r'decode_head\.conv_seg\.weight \(4, 16, 1, 1\) in '
+                r'the file, \(3, 16, 1, 1\) in the model'):
+            check(runner, Config(), path)
+        check(runner, opt_in, path)  # loads the matching weights only
+    train_check = _tool('train.py').check_before_training
+    train_check(runner, Config(), None)  # nothing to load
+    loader.dataset.metainfo['classes'] = ('a', 'b')
+    with pytest.raises(
+            ValueError,
+            match=r'^model\.decode_head\.num_classes = 3, but the dataset '
+            r"\(train_dataloader\.dataset\) has 2 classes: \('a', 'b'\)"):
+        train_check(runner, opt_in, None)
 
 
 def test_dist_train_runs_two_processes(setup):
