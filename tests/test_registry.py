@@ -1,7 +1,8 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Importing mmseg_u2pl registers every public module in mmseg's registries."""
 import pytest
-from mmseg.registry import DATASETS, HOOKS, LOOPS, MODELS, OPTIM_WRAPPERS
+from mmseg.registry import (DATASETS, HOOKS, LOOPS, MODELS, OPTIM_WRAPPERS,
+                            RUNNERS)
 
 import mmseg_u2pl
 
@@ -16,6 +17,9 @@ EXPECTED = [
     (DATASETS, 'ToyShapesDataset'),
     (HOOKS, 'MeanTeacherHook'),
     (HOOKS, 'PseudoLabelVisualizationHook'),
+    (HOOKS, 'RandomStateHook'),
+    (HOOKS, 'AtomicCheckpointHook'),
+    (RUNNERS, 'ExactResumeRunner'),
     (LOOPS, 'TeacherStudentValLoop'),
     (OPTIM_WRAPPERS, 'CPUAmpOptimWrapper'),
 ]

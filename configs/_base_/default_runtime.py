@@ -1,6 +1,10 @@
 # Runtime settings shared by every config of this repository.
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmseg_u2pl'], allow_failed_imports=False)
+# Exact resume and atomic checkpoints: saves the random states of all ranks,
+# adds default_hooks.random_state (RandomStateHook; set it to None to switch
+# it off) and uses AtomicCheckpointHook for the CheckpointHook.
+runner_type = 'ExactResumeRunner'
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

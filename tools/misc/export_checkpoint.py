@@ -46,8 +46,9 @@ BUILT_KEYS = ('model', 'test_pipeline', 'val_dataloader', 'test_dataloader',
               'val_evaluator', 'test_evaluator', 'val_cfg', 'test_cfg',
               'default_hooks', 'custom_hooks', 'visualizer', 'log_processor',
               'tta_model', 'tta_pipeline')
-#: Checkpoint meta entries that describe the training run, not the model.
-DROPPED_META = ('hook_msgs', 'cfg')
+#: Checkpoint meta entries that describe the training run, not the model
+#: (hook messages, per-rank random states and BN statistics of the runner).
+DROPPED_META = ('hook_msgs', 'cfg', 'random_states', 'rank_norm_buffers')
 
 
 class ExportError(ValueError):
