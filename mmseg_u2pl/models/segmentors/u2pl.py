@@ -21,6 +21,11 @@ DEFAULT_SEMI_TRAIN_CFG = dict(
     alpha_0=20.0,  # initial % of unreliable pixels
     cutmix=dict(prob=0.5, area_ratio=0.5, per_sample=False),
     ignore_index=255,
+    # one teacher pass on [labeled; unmixed unlabeled] serves both the
+    # pseudo-labels and the contrastive targets (the unlabeled part mixed
+    # with the CutMix boxes at feature resolution) instead of a second pass
+    # on the mixed batch (paper / reference code)
+    reuse_teacher_forward=False,
 )
 CUTMIX_KEYS = ('prob', 'area_ratio', 'per_sample')
 
@@ -43,7 +48,10 @@ class U2PL(MeanTeacherSegmentor):
        by all ``B_u * H * W`` pixels (``unsup.loss_ce``); and, when
        ``contrastive_loss`` is set, the unreliable-pixel contrastive loss on
        representations (``contrast.*``) with teacher targets from a second
-       teacher forward on the mixed batch.
+       teacher forward on the mixed batch (or, with
+       ``reuse_teacher_forward=True``, from the first one: the teacher then
+       runs once on ``[labeled; unmixed unlabeled]`` and its unlabeled
+       features are mixed with the same boxes at feature resolution).
 
     Args:
         segmentor (ConfigType): The student, a plain mmseg segmentor config.
@@ -55,10 +63,10 @@ class U2PL(MeanTeacherSegmentor):
             ``feat_channels`` are inferred when omitted. None disables it.
         semi_train_cfg (OptConfigType): ``unsup_weight`` (lambda_u, 1.0),
             ``alpha_0`` (20, %), ``cutmix`` (``prob`` 0.5, ``area_ratio``
-            0.5, ``per_sample`` False), ``ignore_index`` (255), and the
-            non-finite loss handling of :class:`MeanTeacherSegmentor`
-            (``nonfinite_loss``, ``max_consecutive_nonfinite``). Unknown keys
-            are rejected.
+            0.5, ``per_sample`` False), ``ignore_index`` (255),
+            ``reuse_teacher_forward`` (False: step 4), and the non-finite
+            loss handling of :class:`MeanTeacherSegmentor` (``nonfinite_loss``,
+            ``max_consecutive_nonfinite``). Unknown keys are rejected.
         data_preprocessor, semi_test_cfg, init_cfg: See
             :class:`MeanTeacherSegmentor`.
 
@@ -211,8 +219,18 @@ class U2PL(MeanTeacherSegmentor):
         alpha_t = alpha_schedule(cfg['alpha_0'], cur_iter, max_iters)
 
         # 1. pseudo-labels from the teacher, at the crop size
+        with_rep = self.contrastive_loss is not None
+        reuse = with_rep and cfg['reuse_teacher_forward']
         with torch.no_grad(), record_function('u2pl:teacher_pseudo_labels'):
-            t_logits_u, _, _ = self._run(self.teacher, img_u, False)
+            if reuse:
+                t_logits, _, t_rep = self._run(self.teacher,
+                                               torch.cat([img_l, img_u]),
+                                               True)
+                teacher_out = (t_logits, t_rep)
+                t_logits_u = t_logits[num_l:]
+            else:
+                t_logits_u, _, _ = self._run(self.teacher, img_u, False)
+                teacher_out = None
             prob_u = self._resize(t_logits_u.float(), crop).softmax(dim=1)
             pseudo_u = prob_u.argmax(dim=1)
             entropy_u = entropy(prob_u)
@@ -228,7 +246,6 @@ class U2PL(MeanTeacherSegmentor):
             valid_u = apply_cutmix(boxes, valid_u)
 
         # 3. one student pass on labeled + mixed unlabeled images
-        with_rep = self.contrastive_loss is not None
         with record_function('u2pl:student'):
             logits, feats, rep = self._run(self.student,
                                            torch.cat([img_l, img_u]), with_rep)
@@ -255,21 +272,49 @@ class U2PL(MeanTeacherSegmentor):
         if with_rep:
             losses.update(
                 self._contrastive(rep, img_l, img_u, samples_l, pseudo_u,
-                                  valid_u, alpha_t))
+                                  valid_u, alpha_t, teacher_out, boxes))
         self._record_for_visualisation(img_u, pseudo_u, entropy_u, kept,
                                        valid_u)
         return losses
 
-    def _contrastive(self, rep_s: Tensor, img_l: Tensor, img_u: Tensor,
-                     samples_l: SampleList, pseudo_u: Tensor, valid_u: Tensor,
-                     alpha_t: float) -> dict:
-        """Teacher targets on the mixed batch and the contrastive loss."""
+    def _contrastive(self,
+                     rep_s: Tensor,
+                     img_l: Tensor,
+                     img_u: Tensor,
+                     samples_l: SampleList,
+                     pseudo_u: Tensor,
+                     valid_u: Tensor,
+                     alpha_t: float,
+                     teacher_out: Optional[Tuple[Tensor, Tensor]] = None,
+                     boxes: Optional[Tensor] = None) -> dict:
+        """Teacher targets on the mixed batch and the contrastive loss.
+
+        ``teacher_out`` (logits, representations) of a teacher pass on the
+        unmixed ``[labeled; unlabeled]`` batch is reused when given: its
+        unlabeled part is mixed with the CutMix ``boxes`` at feature
+        resolution instead of running the teacher on the mixed batch.
+        """
         ignore_index = self.semi_train_cfg['ignore_index']
         rep_size = rep_s.shape[-2:]
+        num_l = img_l.shape[0]
         with torch.no_grad(), record_function('u2pl:teacher_contrast'):
-            t_logits, _, rep_t = self._run(self.teacher,
-                                           torch.cat([img_l, img_u]), True)
-            prob_t = self._resize(t_logits.float(), rep_size).softmax(dim=1)
+            if teacher_out is None:
+                t_logits, _, rep_t = self._run(self.teacher,
+                                               torch.cat([img_l, img_u]), True)
+                prob_t = self._resize(t_logits.float(),
+                                      rep_size).softmax(dim=1)
+            else:
+                t_logits, rep_t = teacher_out
+                prob_t = self._resize(t_logits.float(),
+                                      rep_size).softmax(dim=1)
+                boxes_r = resize_masks(boxes, rep_t.shape[-2:])
+                rep_t = torch.cat(
+                    [rep_t[:num_l],
+                     apply_cutmix(boxes_r, rep_t[num_l:])])
+                boxes_p = resize_masks(boxes, rep_size)
+                prob_t = torch.cat(
+                    [prob_t[:num_l],
+                     apply_cutmix(boxes_p, prob_t[num_l:])])
             label_l = stack_ground_truth(samples_l)
             label_u = torch.where(valid_u, pseudo_u,
                                   torch.full_like(pseudo_u, ignore_index))
@@ -372,6 +417,14 @@ def stack_ground_truth(data_samples: SampleList) -> Tensor:
     """``(B, H, W)`` long labels from the samples' (padded) ``gt_sem_seg``."""
     return torch.stack([s.gt_sem_seg.data.squeeze(0)
                         for s in data_samples]).long()
+
+
+def resize_masks(masks: Tensor, size) -> Tensor:
+    """Nearest resize of bool ``(B, H, W)`` masks (e.g. CutMix boxes)."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(
+        masks[:, None].float(), size=tuple(size), mode='nearest')[:, 0] > 0.5
 
 
 def resize_labels(labels: Tensor, size) -> Tensor:

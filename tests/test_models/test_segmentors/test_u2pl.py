@@ -507,3 +507,75 @@ def test_semi_step_on_cuda():
     assert all(p.grad is None for p in model.teacher.parameters())
     assert model.contrastive_loss.memory_bank.features.is_cuda
     assert model.last_pseudo_labels['pseudo_label'].is_cuda
+
+
+# ---------------------------------------------------------------------------
+# reuse_teacher_forward
+def _contrastive_inputs(reuse, mask, monkeypatch):
+    """Teacher passes and the teacher targets the contrastive loss gets."""
+    from mmseg_u2pl.models.segmentors import u2pl as u2pl_module
+    model = build_model(
+        tiny_u2pl_cfg(
+            with_contrast=True,
+            num_classes=NUM_CLASSES,
+            reuse_teacher_forward=reuse))
+    model.train()
+    model.semi_active = True
+    set_train_progress(0, 10)
+    monkeypatch.setattr(u2pl_module, 'cutmix_masks',
+                        lambda *args, **kwargs: mask.clone())
+    passes, targets = [], {}
+    extract_feat = model.teacher.extract_feat
+
+    def counting_extract_feat(images):
+        passes.append(images.shape[0])
+        return extract_feat(images)
+
+    model.teacher.extract_feat = counting_extract_feat
+    contrast = model.contrastive_loss.forward
+
+    def recording(rep_s, rep_t, prob_t, *args, **kwargs):
+        targets.update(rep_t=rep_t.clone(), prob_t=prob_t.clone())
+        return contrast(rep_s, rep_t, prob_t, *args, **kwargs)
+
+    model.contrastive_loss.forward = recording
+    inputs, samples = make_semi_batch(
+        num_labeled=2,
+        num_unlabeled=2,
+        size=16,
+        num_classes=NUM_CLASSES,
+        seed=3)
+    model.loss(inputs, samples)
+    return model, inputs, passes, targets
+
+
+@pytest.mark.parametrize('reuse', [False, True])
+def test_reuse_teacher_forward_runs_the_teacher_once(reuse, monkeypatch):
+    no_mix = torch.zeros(2, 16, 16, dtype=torch.bool)
+    _, _, passes, targets = _contrastive_inputs(reuse, no_mix, monkeypatch)
+    # one pass on [labeled; unlabeled] instead of unlabeled, then the mixed
+    # batch
+    assert passes == ([4] if reuse else [2, 4])
+    # without mixing both give the same targets (the teacher is in eval
+    # mode: each image's output does not depend on the others)
+    _, _, _, other = _contrastive_inputs(not reuse, no_mix, monkeypatch)
+    torch.testing.assert_close(targets['rep_t'], other['rep_t'])
+    torch.testing.assert_close(targets['prob_t'], other['prob_t'])
+
+
+def test_reused_teacher_features_are_mixed_with_the_cutmix_boxes(
+        monkeypatch):
+    from mmseg_u2pl.models.segmentors.u2pl import resize_masks
+    mask = torch.zeros(2, 16, 16, dtype=torch.bool)
+    mask[0, :, :8] = True  # image 0 takes the left half of image 1
+    model, inputs, _, targets = _contrastive_inputs(True, mask, monkeypatch)
+    with torch.no_grad():
+        images = torch.cat([inputs['labeled'], inputs['unlabeled']])
+        _, _, rep = model._run(model.teacher, images, True)
+    rep_t = targets['rep_t']
+    half = rep.shape[-1] // 2
+    assert resize_masks(mask, rep.shape[-2:])[0, :, :half].all()
+    torch.testing.assert_close(rep_t[:2], rep[:2])  # labeled: as is
+    torch.testing.assert_close(rep_t[3], rep[3])  # image 1: no box
+    torch.testing.assert_close(rep_t[2, :, :, :half], rep[3, :, :, :half])
+    torch.testing.assert_close(rep_t[2, :, :, half:], rep[2, :, :, half:])
