@@ -224,8 +224,7 @@ class U2PL(MeanTeacherSegmentor):
         with torch.no_grad(), record_function('u2pl:teacher_pseudo_labels'):
             if reuse:
                 t_logits, _, t_rep = self._run(self.teacher,
-                                               torch.cat([img_l, img_u]),
-                                               True)
+                                               torch.cat([img_l, img_u]), True)
                 teacher_out = (t_logits, t_rep)
                 t_logits_u = t_logits[num_l:]
             else:

@@ -563,8 +563,7 @@ def test_reuse_teacher_forward_runs_the_teacher_once(reuse, monkeypatch):
     torch.testing.assert_close(targets['prob_t'], other['prob_t'])
 
 
-def test_reused_teacher_features_are_mixed_with_the_cutmix_boxes(
-        monkeypatch):
+def test_reused_teacher_features_are_mixed_with_the_cutmix_boxes(monkeypatch):
     from mmseg_u2pl.models.segmentors.u2pl import resize_masks
     mask = torch.zeros(2, 16, 16, dtype=torch.bool)
     mask[0, :, :8] = True  # image 0 takes the left half of image 1
