@@ -16,7 +16,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from mmseg_u2pl.datasets.toy_generator import (  # noqa: E402
-    DEFAULT_FRACTIONS, generate_toy_dataset)
+    DEFAULT_FRACTIONS, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL,
+    generate_toy_dataset)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,9 +27,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--out', default='data/toy', help='output folder (data_root)')
     parser.add_argument(
-        '--num-train', type=int, default=1024, help='training images')
+        '--num-train',
+        type=int,
+        default=DEFAULT_NUM_TRAIN,
+        help='training images')
     parser.add_argument(
-        '--num-val', type=int, default=256, help='validation images')
+        '--num-val',
+        type=int,
+        default=DEFAULT_NUM_VAL,
+        help='validation images')
     parser.add_argument(
         '--img-size', type=int, default=96, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
