@@ -285,27 +285,41 @@ class RecordHook(Hook):
                              model.student.w.item(), model.teacher.w.item()))
 
 
-def test_with_runner(tmp_path):
-    torch.set_num_threads(1)
-    record = RecordHook()
-    runner = Runner(
-        model=ToyMeanTeacherModel(),
+def toy_runner(tmp_path,
+               model: nn.Module,
+               max_iters: int,
+               custom_hooks: list,
+               optim_type: str = 'OptimWrapper') -> Runner:
+    """A Runner training ``model`` on 2 dummy samples, batch 1, SGD 0.1."""
+    return Runner(
+        model=model,
         work_dir=str(tmp_path),
-        experiment_name=f'test_mt_runner_{uuid.uuid4().hex}',
+        experiment_name=f'test_mt_{uuid.uuid4().hex}',
         train_dataloader=dict(
             dataset=[dict(inputs=torch.zeros(1))] * 2,
             sampler=dict(type='DefaultSampler', shuffle=False),
             collate_fn=dict(type='default_collate'),
             batch_size=1,
             num_workers=0),
-        train_cfg=dict(by_epoch=False, max_iters=6, val_interval=100),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=100),
+        optim_wrapper=dict(
+            type=optim_type, optimizer=dict(type='SGD', lr=0.1)),
+        custom_hooks=custom_hooks,
+        default_hooks=dict(checkpoint=None, logger=None),
+        default_scope='mmseg')
+
+
+def test_with_runner(tmp_path):
+    torch.set_num_threads(1)
+    record = RecordHook()
+    runner = toy_runner(
+        tmp_path,
+        ToyMeanTeacherModel(),
+        max_iters=6,
         custom_hooks=[
             dict(type='MeanTeacherHook', warmup_epochs=1, max_decay=0.6),
             record
-        ],
-        default_hooks=dict(checkpoint=None, logger=None),
-        default_scope='mmseg')
+        ])
     runner.train()
     # warm-up = 1 epoch = 2 iterations; student after step t: 4 * 0.8^(t+1)
     assert [r[0] for r in record.records] == list(range(6))
@@ -341,22 +355,12 @@ def test_amp_overflow_does_not_update_the_teacher(tmp_path):
     import mmseg_u2pl.utils.launch  # noqa: F401  (CPUAmpOptimWrapper)
     torch.set_num_threads(1)
     record = RecordHook()
-    runner = Runner(
-        model=OverflowingModel(overflow_iters={3}),
-        work_dir=str(tmp_path),
-        experiment_name=f'test_mt_amp_{uuid.uuid4().hex}',
-        train_dataloader=dict(
-            dataset=[dict(inputs=torch.zeros(1))] * 2,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            collate_fn=dict(type='default_collate'),
-            batch_size=1,
-            num_workers=0),
-        train_cfg=dict(by_epoch=False, max_iters=5, val_interval=100),
-        optim_wrapper=dict(
-            type='CPUAmpOptimWrapper', optimizer=dict(type='SGD', lr=0.1)),
+    runner = toy_runner(
+        tmp_path,
+        OverflowingModel(overflow_iters={3}),
+        max_iters=5,
         custom_hooks=[dict(type='MeanTeacherHook', warmup_iters=1), record],
-        default_hooks=dict(checkpoint=None, logger=None),
-        default_scope='mmseg')
+        optim_type='CPUAmpOptimWrapper')
     runner.train()
     students = [r[2] for r in record.records]
     teachers = [r[3] for r in record.records]
