@@ -34,9 +34,15 @@ import time
 
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+if osp.dirname(osp.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _bench_common import (
+    build_bench_optim_wrapper,  # noqa: E402
+    build_variant,
+    fake_batch,
+    load_bench_config,
+    set_train_progress,
+    sync)
 
 DEFAULT_CONFIG = ('configs/u2pl/'
                   'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
@@ -46,62 +52,22 @@ SCOPES = ('u2pl:teacher_pseudo_labels', 'u2pl:cutmix', 'u2pl:student',
 
 
 def build(args, device):
-    from mmengine.config import Config
-    from mmengine.logging import MessageHub
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    import mmseg_u2pl  # noqa: F401
-    from mmseg_u2pl.utils.fake_data import fake_packed_batch
-    from mmseg_u2pl.utils.launch import convert_sync_bn
-    init_default_scope('mmseg')
-    cfg = Config.fromfile(osp.join(ROOT, args.config))
-    if device.type != 'cuda':
-        convert_sync_bn(cfg.model)
-    cfg.model.segmentor.setdefault('init_cfg', None)
-    cfg.model.segmentor.backbone['init_cfg'] = None
-    cfg.model.segmentor.data_preprocessor['size'] = (args.crop, args.crop)
-    semi = MODELS.build(copy.deepcopy(cfg.model)).to(device)
-    nocontrast_cfg = copy.deepcopy(cfg.model)
-    nocontrast_cfg.pop('contrastive_loss', None)
-    nocontrast_cfg.pop('representation_head', None)
-    nocontrast = MODELS.build(nocontrast_cfg).to(device)
-    sup_cfg = copy.deepcopy(cfg.model.segmentor)
-    supervised = MODELS.build(sup_cfg).to(device)
-    for model in (semi, nocontrast, supervised):
-        model.train()
-    for model in (semi, nocontrast):
-        model.semi_active = True
-        model.semi_train_cfg['cutmix']['prob'] = 1.0  # always pay for it
-    hub = MessageHub.get_current_instance()
-    hub.update_info('iter', 1)
-    hub.update_info('max_iters', 100)
-
-    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
-    if args.amp_on:
-        optim_cfg['type'] = 'AmpOptimWrapper' if device.type == 'cuda' \
-            else 'CPUAmpOptimWrapper'
-        if device.type == 'cuda':
-            optim_cfg['dtype'] = 'float16'
-        optim_cfg['loss_scale'] = 'dynamic'
-    wrappers = {
-        name: build_optim_wrapper(model, copy.deepcopy(optim_cfg))
-        for name, model in (('u2pl', semi), ('u2pl-nocontrast', nocontrast),
-                            ('supervised', supervised))
+    """The three networks, their optimizer wrappers and fake batches."""
+    cfg = load_bench_config(args.config, device, crop=args.crop)
+    models = {
+        name: build_variant(cfg, name, device)
+        for name in ('u2pl', 'u2pl-nocontrast', 'supervised')
     }
-    num_classes = semi.student.decode_head.num_classes
-    semi_batch = dict(
-        labeled=fake_packed_batch(args.batch, args.crop, num_classes),
-        unlabeled=fake_packed_batch(
-            args.batch, args.crop, num_classes, with_label=False))
-    sup_batch = fake_packed_batch(2 * args.batch, args.crop, num_classes)
-    return semi, nocontrast, supervised, wrappers, semi_batch, sup_batch
-
-
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
+    set_train_progress(1, 100)
+    wrappers = {
+        name: build_bench_optim_wrapper(cfg, model, device, args.amp_on)
+        for name, model in models.items()
+    }
+    semi_batch = fake_batch('u2pl', cfg, args.batch, args.crop)
+    # the supervised step sees as many images as the U2PL step
+    sup_batch = fake_batch('supervised-x2', cfg, args.batch, args.crop)
+    return (models['u2pl'], models['u2pl-nocontrast'], models['supervised'],
+            wrappers, semi_batch, sup_batch)
 
 
 def main():

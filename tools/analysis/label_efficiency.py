@@ -1,171 +1,684 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Label-efficiency benchmark on the embedded toy dataset.
 
-For each labeled fraction it trains, with the same network, schedule and
-seed: (a) supervised-only on the labeled part, (b) U2PL without the
-contrastive term, (c) full U2PL, and (d) supervised on all labels (the upper
-bound, once). It prints a Markdown table of the final mIoU (the teacher's for
-U2PL) and, for each U2PL row, the share of the gap between (a) and (d) that it
-closes; the table is also written to ``<work-dir>/label_efficiency.md``.
+For each labeled fraction (default 1/16, 1/8, 1/4) it trains, with the same
+network, schedule and seed: (a) ``supervised`` only on the labeled part,
+(b) ``u2pl-nocontrast`` (U2PL without the contrastive term), (c) full
+``u2pl``, and (d) ``supervised-full`` on all labels (the upper bound, once
+per seed). It reports the final validation mIoU (the teacher's for U2PL),
+mean and standard deviation over the seeds, and for every U2PL row the
+share of the gap between (a) and (d) that it closes::
 
-Each training is a ``tools/train.py`` subprocess, so what is measured is
-exactly what a user runs. Runs whose work dir already holds a final result are
-reused (delete the work dir to re-run).
+    gap closed = (mIoU(c) - mIoU(a)) / (mIoU(d) - mIoU(a))
 
-Example::
+from the means over seeds; its ``±`` is the spread of the same share
+computed seed by seed. Outputs in ``--work-dir``: ``label_efficiency.md``
+(the table), ``label_efficiency.json`` (every run and the table's numbers)
+and ``label_efficiency.png`` (mIoU against the labeled fraction, one line
+per method, the upper bound dashed).
 
-    python tools/analysis/label_efficiency.py --fractions 1-16 --seeds 0
+Each training is a ``tools/train.py`` subprocess (``OMP_NUM_THREADS=1``), so
+what is measured is exactly what a user runs; ``--jobs`` of them run at
+once. A finished run leaves ``<run>/label_efficiency_result.json`` and is
+reused by the next invocation (an interrupted benchmark resumes where it
+stopped); ``--force`` trains again. The schedule (``--iters``, ``--warmup``)
+defaults to the configs' own.
+
+Run time on 2 CPU cores, toy configs with 2000 iterations (see
+docs/benchmarks.md): ``--quick`` (1/16, one seed: 4 runs, ``--jobs 2``)
+21 minutes measured while other trainings shared the cores, about 13 on free
+cores; the full benchmark (3 fractions x 3 methods + the upper bound, 3
+seeds: 30 runs, ``--jobs 2``) about 2 h 45 min shared, 1 h 40 min free.
+
+Examples::
+
     python tools/analysis/label_efficiency.py --quick
+    python tools/analysis/label_efficiency.py --jobs 2
+    python tools/analysis/label_efficiency.py --fractions 1-16 1-8 \\
+        --seeds 0 1 --iters 1000 --work-dir work_dirs/le_short
 """
 import argparse
 import json
 import os
 import os.path as osp
+import shutil
+import statistics
 import subprocess
 import sys
 import time
-from statistics import mean, pstdev
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from fractions import Fraction
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+#: Method name -> config. ``supervised`` and the U2PL configs are trained on
+#: the split lists of each fraction; ``supervised-full`` as it is.
 METHODS = {
     'supervised':
-    'configs/supervised/'
-    'deeplabv3plus_r18-d8_1xb4-2k_toy-1-16-64x64.py',
+    'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy-1-16-64x64.py',
     'u2pl-nocontrast':
     'configs/u2pl/'
     'u2pl-nocontrast_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py',
     'u2pl':
-    'configs/u2pl/'
-    'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py',
+    'configs/u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py',
+    'supervised-full':
+    'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy-full-64x64.py',
 }
+LOWER, UPPER = 'supervised', 'supervised-full'
+SEMI_METHODS = ('u2pl-nocontrast', 'u2pl')
+#: The fraction of the upper bound (every training label).
 FULL = 'full'
+#: Split lists the toy generator writes (``tools/misc/make_toy_dataset.py``).
+SPLIT_FILE = 'splits/{kind}_{fraction}.txt'
+RESULT_FILE = 'label_efficiency_result.json'
+#: Longest runs first, so that parallel jobs end together.
+COST_ORDER = ('u2pl', 'u2pl-nocontrast', 'supervised-full', 'supervised')
 
 
-def split_options(method: str, fraction: str) -> list:
-    """``--cfg-options`` that select the labeled fraction."""
+class RunSpec(NamedTuple):
+    """One training of the benchmark."""
+    method: str
+    fraction: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f'{self.method}_{self.fraction}_seed{self.seed}'
+
+
+# ---------------------------------------------------------------------------
+# fractions and the plan
+# ---------------------------------------------------------------------------
+def parse_fraction(fraction: str) -> Fraction:
+    """``'1-16'`` -> ``Fraction(1, 16)``; ``'1'`` and ``'full'`` -> 1.
+
+    Raises:
+        ValueError: For a name that is not ``<num>-<den>`` in (0, 1].
+    """
     if fraction == FULL:
-        return ['train_dataloader.dataset.ann_file=splits/train.txt']
-    if method == 'supervised':
-        return [
-            f'train_dataloader.dataset.ann_file='
-            f'splits/labeled_{fraction}.txt'
-        ]
+        return Fraction(1)
+    try:
+        num, _, den = fraction.partition('-')
+        value = Fraction(int(num), int(den or 1))
+    except (ValueError, ZeroDivisionError):
+        value = None
+    if value is None or not 0 < value <= 1:
+        raise ValueError(
+            f'labeled fraction {fraction!r}: write it as the split lists '
+            'are named, e.g. 1-16, 1-8, 1-4 (splits/labeled_1-16.txt).')
+    return value
+
+
+def fraction_label(fraction: str) -> str:
+    """Human form of a fraction: ``'1-16'`` -> ``'1/16'``, full -> ``all``."""
+    return 'all' if fraction == FULL else fraction.replace('-', '/')
+
+
+def plan_runs(methods: Sequence[str], fractions: Sequence[str],
+              seeds: Sequence[int]) -> List[RunSpec]:
+    """Every training the benchmark needs, longest first.
+
+    ``supervised-full`` is trained once per seed (fraction ``full``); the
+    other methods once per fraction and seed.
+    """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f'unknown method(s) {unknown}; choose from '
+                         f'{list(METHODS)}')
+    for fraction in fractions:
+        parse_fraction(fraction)
+    runs = []
+    for seed in seeds:
+        for method in methods:
+            if method == UPPER:
+                runs.append(RunSpec(method, FULL, seed))
+            else:
+                runs += [RunSpec(method, f, seed) for f in fractions]
+    return sorted(runs, key=lambda r: COST_ORDER.index(r.method))
+
+
+# ---------------------------------------------------------------------------
+# the commands
+# ---------------------------------------------------------------------------
+def config_settings(config: str) -> dict:
+    """What the benchmark reads from a config (nothing is assumed).
+
+    Returns:
+        dict: ``max_iters``; ``schedulers``, the indices of the
+        ``param_scheduler`` entries that end with the training; ``hook``,
+        the index of the ``MeanTeacherHook`` in ``custom_hooks`` (None for a
+        supervised config) and its ``warmup_iters``; ``semi``, whether the
+        train dataset is a labeled/unlabeled pair; ``data_root``.
+    """
+    from mmengine.config import Config
+    path = osp.join(ROOT, config)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config {path} does not exist: check '
+                                'METHODS in tools/analysis/label_efficiency'
+                                '.py against the configs/ folder.')
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    max_iters = cfg.train_cfg.get('max_iters')
+    if not max_iters:
+        raise KeyError(f'{path}: train_cfg.max_iters is missing; the '
+                       'benchmark needs an iteration-based config.')
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    ending = [i for i, s in enumerate(schedulers) if s.get('end') == max_iters]
+    hook, warmup = None, None
+    for i, h in enumerate(cfg.get('custom_hooks') or []):
+        if h.get('type') == 'MeanTeacherHook':
+            hook, warmup = i, h.get('warmup_iters')
+            if warmup is None:
+                raise KeyError(f'{path}: custom_hooks.{i} (MeanTeacherHook) '
+                               'has no warmup_iters; give --warmup.')
+    dataset = cfg.train_dataloader.dataset
+    semi = 'labeled' in dataset
+    data_root = (dataset.labeled if semi else dataset).get('data_root')
+    return dict(
+        max_iters=int(max_iters),
+        schedulers=ending,
+        hook=hook,
+        warmup_iters=warmup,
+        semi=semi,
+        data_root=data_root)
+
+
+def schedule(settings: dict, iters: Optional[int],
+             warmup: Optional[int]) -> Tuple[int, int]:
+    """Iterations and warm-up of the runs.
+
+    Defaults are the config's; a changed ``iters`` scales the config's
+    warm-up by the same factor unless ``warmup`` is given.
+    """
+    total = iters or settings['max_iters']
+    if warmup is None:
+        base = settings['warmup_iters'] or 0
+        warmup = round(base * total / settings['max_iters'])
+    if not 0 <= warmup < total:
+        raise ValueError(f'--warmup {warmup} must lie in [0, --iters '
+                         f'{total})')
+    return total, warmup
+
+
+def split_options(spec: RunSpec, semi: bool) -> List[str]:
+    """``--cfg-options`` that select the labeled fraction of a run."""
+    if spec.fraction == FULL:
+        return []
+    labeled = SPLIT_FILE.format(kind='labeled', fraction=spec.fraction)
+    if not semi:
+        return [f'train_dataloader.dataset.ann_file={labeled}']
+    unlabeled = SPLIT_FILE.format(kind='unlabeled', fraction=spec.fraction)
     return [
-        f'train_dataloader.dataset.labeled.ann_file='
-        f'splits/labeled_{fraction}.txt',
-        f'train_dataloader.dataset.unlabeled.ann_file='
-        f'splits/unlabeled_{fraction}.txt'
+        f'train_dataloader.dataset.labeled.ann_file={labeled}',
+        f'train_dataloader.dataset.unlabeled.ann_file={unlabeled}'
     ]
 
 
-def final_miou(work_dir: str):
-    """The last validation mIoU (teacher's when present) of a run."""
-    best = None
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' not in files:
-            continue
-        with open(osp.join(root, 'scalars.json')) as f:
-            for line in f:
-                record = json.loads(line)
-                for key in ('teacher/mIoU', 'mIoU'):
-                    if key in record:
-                        best = (record.get('step', 0), record[key])
-                        break
-    return None if best is None else best[1]
-
-
-def run(method: str, fraction: str, seed: int, args) -> float:
-    work_dir = osp.join(args.work_dir, f'{method}_{fraction}_seed{seed}')
-    result = final_miou(work_dir) if osp.isdir(work_dir) else None
-    done = osp.exists(osp.join(work_dir, 'finished'))
-    if result is not None and done:
-        return result
-    cmd = [
+def train_command(spec: RunSpec, settings: dict, run_dir: str, iters: int,
+                  warmup: int, num_workers: int,
+                  data_root: Optional[str]) -> List[str]:
+    """The ``tools/train.py`` command line of one run."""
+    options = [
+        f'randomness.seed={spec.seed}', f'train_cfg.max_iters={iters}',
+        f'train_cfg.val_interval={iters}',
+        f'default_hooks.checkpoint.interval={iters}'
+    ]
+    options += [
+        f'param_scheduler.{i}.end={iters}' for i in settings['schedulers']
+    ]
+    if settings['hook'] is not None:
+        options.append(f'custom_hooks.{settings["hook"]}.warmup_iters='
+                       f'{warmup}')
+    persistent = num_workers > 0
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [
+            f'{loader}.num_workers={num_workers}',
+            f'{loader}.persistent_workers={persistent}'
+        ]
+    if data_root:
+        branches = ('labeled.', 'unlabeled.') if settings['semi'] else ('', )
+        options += [
+            f'train_dataloader.dataset.{b}data_root={data_root}'
+            for b in branches
+        ]
+        options += [
+            f'{loader}.dataset.data_root={data_root}'
+            for loader in ('val_dataloader', 'test_dataloader')
+        ]
+    options += split_options(spec, settings['semi'])
+    return [
         sys.executable,
-        osp.join(ROOT, 'tools/train.py'),
-        osp.join(ROOT,
-                 METHODS[method]), '--work-dir', work_dir, '--cfg-options',
-        f'randomness.seed={seed}', f'train_cfg.max_iters={args.iters}',
-        f'train_cfg.val_interval={args.iters}',
-        f'param_scheduler.0.end={args.iters}',
-        f'default_hooks.checkpoint.interval={args.iters}'
-    ] + split_options(method, fraction)
-    if method != 'supervised':
-        cmd.append(f'custom_hooks.0.warmup_iters={args.warmup}')
-    start = time.time()
-    print(
-        f'[label_efficiency] {method} {fraction} seed {seed}: training '
-        f'({args.iters} iters) -> {work_dir}',
-        flush=True)
-    with open(
-            osp.join(args.work_dir, f'{method}_{fraction}_seed{seed}.log'),
-            'w') as log:
-        proc = subprocess.run(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f'training failed ({method} {fraction} seed '
-                           f'{seed}); see {log.name}')
-    result = final_miou(work_dir)
-    open(osp.join(work_dir, 'finished'), 'w').close()
-    print(
-        f'[label_efficiency]   mIoU {result:.2f} in '
-        f'{(time.time() - start) / 60:.1f} min',
-        flush=True)
+        osp.join(ROOT, 'tools', 'train.py'),
+        osp.join(ROOT, METHODS[spec.method]), '--work-dir', run_dir,
+        '--cfg-options'
+    ] + options
+
+
+def check_splits(runs: Sequence[RunSpec], settings: Dict[str, dict],
+                 data_root: Optional[str]) -> None:
+    """Fail early, naming the file, when a split list is missing."""
+    for spec in runs:
+        if spec.fraction == FULL:
+            continue
+        root = data_root or settings[spec.method]['data_root']
+        root = root if osp.isabs(root) else osp.join(ROOT, root)
+        kinds = ('labeled', 'unlabeled') \
+            if settings[spec.method]['semi'] else ('labeled', )
+        for kind in kinds:
+            path = osp.join(
+                root, SPLIT_FILE.format(kind=kind, fraction=spec.fraction))
+            if not osp.isfile(path):
+                raise FileNotFoundError(
+                    f'split list {path} does not exist: generate the toy '
+                    'dataset with tools/misc/make_toy_dataset.py or choose '
+                    'fractions that exist (--fractions).')
+
+
+# ---------------------------------------------------------------------------
+# results on disk
+# ---------------------------------------------------------------------------
+def read_scalars(run_dir: str) -> List[dict]:
+    """Records of the newest ``<timestamp>/vis_data/scalars.json``."""
+    if not osp.isdir(run_dir):
+        return []
+    stamps = sorted(
+        d for d in os.listdir(run_dir)
+        if osp.isfile(osp.join(run_dir, d, 'vis_data', 'scalars.json')))
+    if not stamps:
+        return []
+    with open(osp.join(run_dir, stamps[-1], 'vis_data', 'scalars.json')) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def final_metrics(run_dir: str, iters: int) -> dict:
+    """mIoU of the last validation and the median seconds per iteration.
+
+    The teacher's mIoU when the run validated a teacher, else ``mIoU``.
+
+    Raises:
+        RuntimeError: When no validation at iteration ``iters`` was logged.
+    """
+    records = read_scalars(run_dir)
+    val = [r for r in records if 'teacher/mIoU' in r or 'mIoU' in r]
+    final = [r for r in val if r.get('step') == iters]
+    if not final:
+        raise RuntimeError(
+            f'{run_dir}: no validation mIoU at iteration {iters} in '
+            'vis_data/scalars.json; see the run\'s log and rerun with '
+            '--force.')
+    record = final[-1]
+    times = [r['time'] for r in records if 'iter' in r and 'time' in r]
+    return dict(
+        miou=record.get('teacher/mIoU', record.get('mIoU')),
+        student_miou=record.get('student/mIoU'),
+        sec_per_iter=statistics.median(times) if times else None)
+
+
+def load_result(run_dir: str, iters: int, warmup: int) -> Optional[dict]:
+    """The stored result of a finished run, or None when there is none.
+
+    Raises:
+        ValueError: When it was trained with another schedule (reusing it
+            would mix schedules in one table).
+    """
+    path = osp.join(run_dir, RESULT_FILE)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    if (result.get('iters'), result.get('warmup')) != (iters, warmup):
+        raise ValueError(
+            f'{path} was trained with iters={result.get("iters")}, '
+            f'warmup={result.get("warmup")}, not iters={iters}, '
+            f'warmup={warmup}: pass --force to train it again or use '
+            'another --work-dir.')
     return result
 
 
-def fmt(values) -> str:
-    if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{mean(values):.2f} ± {pstdev(values):.2f}'
+def train_one(spec: RunSpec, command: List[str], run_dir: str, iters: int,
+              warmup: int) -> dict:
+    """Train one run from scratch and store its result."""
+    if osp.isdir(run_dir):  # interrupted or forced: start clean
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir)
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    log_path = osp.join(run_dir, 'train.log')
+    start = time.time()
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f'training failed (exit code {proc.returncode});'
+                           f' see {log_path}')
+    result = dict(
+        method=spec.method,
+        fraction=spec.fraction,
+        seed=spec.seed,
+        iters=iters,
+        warmup=warmup,
+        wall_s=wall,
+        config=METHODS[spec.method],
+        **final_metrics(run_dir, iters))
+    with open(osp.join(run_dir, RESULT_FILE), 'w') as f:
+        json.dump(result, f, indent=2)
+    return result
 
 
-def main():
+# ---------------------------------------------------------------------------
+# the table
+# ---------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = list(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), std
+
+
+def gap_closed(value: float, lower: float, upper: float) -> Optional[float]:
+    """Share of the gap ``upper - lower`` that ``value`` closes (None when
+    there is no gap)."""
+    if upper - lower <= 0:
+        return None
+    return (value - lower) / (upper - lower)
+
+
+def summarize(results: Sequence[dict], methods: Sequence[str],
+              fractions: Sequence[str]) -> List[dict]:
+    """Table rows: one per fraction and method, then the upper bound.
+
+    Each row has ``method``, ``fraction``, ``seeds``, ``miou`` and
+    ``miou_std`` (None without results), the mean ``wall_s``; U2PL rows add
+    ``gap_closed`` (from the means) and ``gap_closed_std`` (over the seeds
+    with all three of (a), the row and (d)).
+    """
+    by_key: Dict[Tuple[str, str], Dict[int, dict]] = {}
+    for r in results:
+        by_key.setdefault((r['method'], r['fraction']), {})[r['seed']] = r
+
+    def row(method, fraction):
+        runs = by_key.get((method, fraction), {})
+        out = dict(method=method, fraction=fraction, seeds=sorted(runs))
+        if runs:
+            out['miou'], out['miou_std'] = mean_std(
+                [r['miou'] for r in runs.values()])
+            out['wall_s'] = statistics.mean(r['wall_s'] for r in runs.values())
+        else:
+            out['miou'] = out['miou_std'] = out['wall_s'] = None
+        return out, runs
+
+    upper_row, upper_runs = row(UPPER, FULL)
+    rows = []
+    for fraction in fractions:
+        lower_row, lower_runs = row(LOWER, fraction)
+        for method in methods:
+            if method == UPPER:
+                continue
+            out, runs = (lower_row, lower_runs) if method == LOWER \
+                else row(method, fraction)
+            if method in SEMI_METHODS:
+                out['gap_closed'] = out['gap_closed_std'] = None
+                if None not in (out['miou'], lower_row['miou'],
+                                upper_row['miou']):
+                    out['gap_closed'] = gap_closed(out['miou'],
+                                                   lower_row['miou'],
+                                                   upper_row['miou'])
+                paired = [
+                    gap_closed(runs[s]['miou'], lower_runs[s]['miou'],
+                               upper_runs[s]['miou']) for s in runs
+                    if s in lower_runs and s in upper_runs
+                ]
+                paired = [p for p in paired if p is not None]
+                if len(paired) > 1:
+                    out['gap_closed_std'] = statistics.stdev(paired)
+            rows.append(out)
+    if UPPER in methods:
+        rows.append(upper_row)
+    return rows
+
+
+def _fmt_value(mean: Optional[float],
+               std: Optional[float],
+               n: int,
+               scale: float = 1.0,
+               unit: str = '') -> str:
+    if mean is None:
+        return 'missing'
+    if n > 1 and std is not None:
+        return f'{scale * mean:.1f} ± {scale * std:.1f}{unit}'
+    return f'{scale * mean:.1f}{unit}'
+
+
+def format_markdown(rows: Sequence[dict]) -> str:
+    """The Markdown table of :func:`summarize`'s rows."""
+    lines = [
+        '| labeled | method | mIoU (%, teacher for U2PL) | seeds | '
+        'gap closed | wall time / run |', '|---|---|---|---|---|---|'
+    ]
+    for r in rows:
+        n = len(r['seeds'])
+        closed = ''
+        if 'gap_closed' in r:
+            closed = 'n/a' if r['gap_closed'] is None else _fmt_value(
+                r['gap_closed'], r['gap_closed_std'], n, 100, ' %')
+        wall = '' if r['wall_s'] is None else f'{r["wall_s"] / 60:.1f} min'
+        lines.append(f'| {fraction_label(r["fraction"])} | {r["method"]} | '
+                     f'{_fmt_value(r["miou"], r["miou_std"], n)} | {n} | '
+                     f'{closed} | {wall} |')
+    return '\n'.join(lines)
+
+
+def plot(rows: Sequence[dict], path: str) -> None:
+    """mIoU against the labeled fraction, one line per method (PNG).
+
+    Error bars are the standard deviation over seeds; the upper bound is a
+    dashed horizontal line with its spread shaded.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    fractions = []
+    for method in (LOWER, ) + SEMI_METHODS:
+        points = [(float(parse_fraction(r['fraction'])), r['miou'],
+                   r['miou_std']) for r in rows
+                  if r['method'] == method and r['miou'] is not None]
+        if not points:
+            continue
+        points.sort()
+        fractions += [p[0] for p in points]
+        x, y, err = zip(*points)
+        ax.errorbar(x, y, yerr=err, marker='o', capsize=3, label=method)
+    for r in rows:
+        if r['method'] == UPPER and r['miou'] is not None:
+            ax.axhline(
+                r['miou'],
+                color='black',
+                linestyle='--',
+                label=f'{UPPER} (all labels)')
+            if r['miou_std']:
+                ax.axhspan(
+                    r['miou'] - r['miou_std'],
+                    r['miou'] + r['miou_std'],
+                    color='black',
+                    alpha=0.1)
+    ticks = sorted(set(fractions))
+    if ticks:
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(
+            [str(Fraction(t).limit_denominator()) for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel('labeled fraction')
+    ax.set_ylabel('mIoU (%)')
+    ax.set_title('Label efficiency (toy dataset)')
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(work_dir: str, rows: Sequence[dict], results: Sequence[dict],
+                  settings: dict) -> str:
+    """Write ``label_efficiency.{md,json,png}``; return the Markdown."""
+    table = format_markdown(rows)
+    base = osp.join(work_dir, 'label_efficiency')
+    with open(base + '.md', 'w') as f:
+        f.write(table + '\n')
+    with open(base + '.json', 'w') as f:
+        json.dump(
+            dict(settings=settings, rows=list(rows), runs=list(results)),
+            f,
+            indent=2)
+    plot(rows, base + '.png')
+    return table
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+def default_num_workers(jobs: int) -> int:
+    """Dataloader workers per run: the cores left after the ``jobs``."""
+    return max(0, (os.cpu_count() or 1) // jobs - 1)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
         '--fractions', nargs='+', default=['1-16', '1-8', '1-4'])
     parser.add_argument(
-        '--methods',
-        nargs='+',
-        default=['supervised', 'u2pl-nocontrast', 'u2pl'])
+        '--methods', nargs='+', choices=list(METHODS), default=list(METHODS))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    parser.add_argument('--iters', type=int, default=2000)
-    parser.add_argument('--warmup', type=int, default=500)
+    parser.add_argument(
+        '--iters',
+        type=int,
+        default=None,
+        help='training iterations (default: train_cfg.max_iters)')
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=None,
+        help='supervised warm-up of the U2PL runs (default: the '
+        'MeanTeacherHook\'s, scaled with --iters)')
+    parser.add_argument('--jobs', type=int, default=1)
+    parser.add_argument(
+        '--num-workers',
+        type=int,
+        default=None,
+        help='dataloader workers per run (default: cpu_count // jobs - 1)')
+    parser.add_argument(
+        '--data-root', help='toy dataset folder (default: the configs\')')
     parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
     parser.add_argument(
-        '--quick', action='store_true', help='1/16 only, one seed')
-    args = parser.parse_args()
+        '--force',
+        action='store_true',
+        help='train again the runs that have a result')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='1/16 only, seed 0, 2 jobs (about 13 min on 2 free cores)')
+    args = parser.parse_args(argv)
     if args.quick:
         args.fractions, args.seeds = ['1-16'], [0]
-    os.makedirs(args.work_dir, exist_ok=True)
+        args.jobs = max(args.jobs, 2)
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
+    return args
 
-    results = {}
-    for seed in args.seeds:
-        results.setdefault(('supervised', FULL),
-                           []).append(run('supervised', FULL, seed, args))
-        for fraction in args.fractions:
-            for method in args.methods:
-                results.setdefault(
-                    (method, fraction),
-                    []).append(run(method, fraction, seed, args))
 
-    upper = mean(results[('supervised', FULL)])
-    lines = ['| labeled | method | mIoU | gap closed |', '|---|---|---|---|']
-    for fraction in args.fractions:
-        lower = mean(results[('supervised', fraction)])
-        for method in args.methods:
-            values = results[(method, fraction)]
-            share = (mean(values) - lower) / max(upper - lower, 1e-6)
-            closed = '' if method == 'supervised' else f'{100 * share:.0f} %'
-            lines.append(f'| {fraction.replace("-", "/")} | {method} | '
-                         f'{fmt(values)} | {closed} |')
-    lines.append(f'| all | supervised | {fmt(results[("supervised", FULL)])}'
-                 ' | |')
-    table = '\n'.join(lines)
-    print(table)
-    with open(osp.join(args.work_dir, 'label_efficiency.md'), 'w') as f:
-        f.write(table + '\n')
+def main(argv: Optional[List[str]] = None) -> List[dict]:
+    args = parse_args(argv)
+    work_dir = osp.abspath(args.work_dir)
+    if args.data_root:  # the trainings run from the repository root
+        args.data_root = osp.abspath(args.data_root)
+    os.makedirs(work_dir, exist_ok=True)
+    runs = plan_runs(args.methods, args.fractions, args.seeds)
+    settings = {m: config_settings(METHODS[m]) for m in args.methods}
+    check_splits(runs, settings, args.data_root)
+    schedules = {
+        m: schedule(s, args.iters, args.warmup)
+        for m, s in settings.items()
+    }
+    num_workers = args.num_workers if args.num_workers is not None \
+        else default_num_workers(args.jobs)
+
+    results, todo = [], []
+    for spec in runs:
+        iters, warmup = schedules[spec.method]
+        run_dir = osp.join(work_dir, spec.name)
+        done = None if args.force else load_result(run_dir, iters, warmup)
+        if done is not None:
+            print(
+                f'[label_efficiency] {spec.name}: reusing mIoU '
+                f'{done["miou"]:.2f} ({run_dir})',
+                flush=True)
+            results.append(done)
+        else:
+            todo.append(spec)
+    print(
+        f'[label_efficiency] {len(todo)} run(s) to train, '
+        f'{len(results)} reused; {args.jobs} at a time, {num_workers} '
+        'dataloader worker(s) each',
+        flush=True)
+
+    start, failures = time.time(), []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {}
+        for spec in todo:
+            iters, warmup = schedules[spec.method]
+            run_dir = osp.join(work_dir, spec.name)
+            command = train_command(spec, settings[spec.method], run_dir,
+                                    iters, warmup, num_workers, args.data_root)
+            futures[pool.submit(train_one, spec, command, run_dir, iters,
+                                warmup)] = spec
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # report, keep the other runs going
+                failures.append(f'{spec.name}: {error}')
+                print(f'[label_efficiency] FAILED {failures[-1]}', flush=True)
+                continue
+            results.append(result)
+            print(
+                f'[label_efficiency] {spec.name}: mIoU '
+                f'{result["miou"]:.2f} in {result["wall_s"] / 60:.1f} min',
+                flush=True)
+    elapsed = time.time() - start
+
+    rows = summarize(results, args.methods, args.fractions)
+    table = write_outputs(
+        work_dir, rows, results,
+        dict(
+            fractions=args.fractions,
+            methods=args.methods,
+            seeds=args.seeds,
+            schedules={
+                m: dict(iters=i, warmup=w)
+                for m, (i, w) in schedules.items()
+            },
+            jobs=args.jobs,
+            wall_s=elapsed))
+    print('\n' + table + '\n')
+    print('| run | mIoU | wall time | s / iter |\n|---|---|---|---|')
+    for r in sorted(
+            results, key=lambda r: (r['method'], r['fraction'], r['seed'])):
+        per_iter = r.get('sec_per_iter')
+        print(f'| {RunSpec(r["method"], r["fraction"], r["seed"]).name} | '
+              f'{r["miou"]:.2f} | {r["wall_s"] / 60:.1f} min | '
+              f'{"-" if per_iter is None else f"{per_iter:.3f}"} |')
+    print(f'\n[label_efficiency] {len(todo) - len(failures)} run(s) trained '
+          f'in {elapsed / 60:.1f} min wall time (sum over all runs in the '
+          f'table: {sum(r["wall_s"] for r in results) / 60:.1f} min); '
+          f'wrote {osp.join(work_dir, "label_efficiency")}.md/.json/.png')
+    if failures:
+        raise SystemExit('label_efficiency: failed runs:\n  ' +
+                         '\n  '.join(failures))
+    return rows
 
 
 if __name__ == '__main__':

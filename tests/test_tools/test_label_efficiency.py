@@ -1,0 +1,297 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""The pure parts of tools/analysis/label_efficiency.py.
+
+No training runs: ``subprocess.run`` is replaced by a fake that writes the
+``scalars.json`` a training would leave, with hand-chosen mIoU values.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+from fractions import Fraction
+
+import pytest
+from mmengine.config import Config
+from toy_fixtures import REPO_ROOT
+
+SCRIPT = osp.join(REPO_ROOT, 'tools', 'analysis', 'label_efficiency.py')
+_spec = importlib.util.spec_from_file_location('label_efficiency', SCRIPT)
+le = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(le)
+
+# hand numbers: two seeds of (a), (c), (d); one seed of (b)
+HAND = {
+    'supervised_1-16_seed0': 40.0,
+    'supervised_1-16_seed1': 44.0,
+    'supervised-full_full_seed0': 60.0,
+    'supervised-full_full_seed1': 62.0,
+    'u2pl_1-16_seed0': 50.0,
+    'u2pl_1-16_seed1': 56.0,
+    'u2pl-nocontrast_1-16_seed0': 45.0,
+}
+
+
+def result(name, wall_s=60.0):
+    method, fraction, seed = name.rsplit('_', 2)
+    return dict(
+        method=method,
+        fraction=fraction,
+        seed=int(seed[4:]),
+        miou=HAND[name],
+        wall_s=wall_s)
+
+
+def test_fractions_and_plan():
+    assert le.parse_fraction('1-16') == Fraction(1, 16)
+    assert le.parse_fraction('1') == 1
+    assert le.parse_fraction('full') == 1
+    assert le.fraction_label('1-4') == '1/4'
+    assert le.fraction_label('full') == 'all'
+    for bad in ('1/16', 'half', '3-2', '0-4'):
+        with pytest.raises(ValueError, match=repr(bad)):
+            le.parse_fraction(bad)
+    runs = le.plan_runs(list(le.METHODS), ['1-16', '1-8'], [0, 1])
+    # (3 methods x 2 fractions + the upper bound) x 2 seeds, longest first
+    assert len(runs) == 14
+    assert [r.method for r in runs[:4]] == ['u2pl'] * 4
+    assert runs[-1].method == 'supervised'
+    full = [r for r in runs if r.method == 'supervised-full']
+    assert [(r.fraction, r.seed) for r in full] == [('full', 0), ('full', 1)]
+    assert runs[0].name == 'u2pl_1-16_seed0'
+    with pytest.raises(ValueError, match='fixmatch'):
+        le.plan_runs(['fixmatch'], ['1-16'], [0])
+
+
+def test_gap_closed_and_summary():
+    assert le.gap_closed(53, 42, 61) == pytest.approx(11 / 19)
+    assert le.gap_closed(50, 50, 50) is None
+    rows = le.summarize(
+        [result(n) for n in HAND],
+        ['supervised', 'u2pl-nocontrast', 'u2pl', 'supervised-full'], ['1-16'])
+    by = {(r['method'], r['fraction']): r for r in rows}
+    assert [(r['method'], r['fraction'])
+            for r in rows] == [('supervised', '1-16'),
+                               ('u2pl-nocontrast', '1-16'), ('u2pl', '1-16'),
+                               ('supervised-full', 'full')]
+    sup, u2pl = by[('supervised', '1-16')], by[('u2pl', '1-16')]
+    assert sup['miou'] == 42 and sup['miou_std'] == pytest.approx(8**0.5)
+    assert 'gap_closed' not in sup
+    assert by[('supervised-full', 'full')]['miou'] == 61
+    # from the means: (53 - 42) / (61 - 42)
+    assert u2pl['miou'] == 53 and u2pl['miou_std'] == pytest.approx(18**0.5)
+    assert u2pl['gap_closed'] == pytest.approx(11 / 19)
+    # per seed: 10 / 20 = 0.5 and 12 / 18 = 2 / 3, sample std
+    assert u2pl['gap_closed_std'] == pytest.approx((1 / 6) / 2**0.5)
+    nocontrast = by[('u2pl-nocontrast', '1-16')]
+    assert nocontrast['seeds'] == [0]
+    assert nocontrast['gap_closed'] == pytest.approx(3 / 19)
+    assert nocontrast['gap_closed_std'] is None
+
+    table = le.format_markdown(rows).splitlines()
+    assert table[0].startswith('| labeled | method | mIoU')
+    assert table[2] == '| 1/16 | supervised | 42.0 ± 2.8 | 2 |  | 1.0 min |'
+    assert table[3] == ('| 1/16 | u2pl-nocontrast | 45.0 | 1 | 15.8 % | '
+                        '1.0 min |')
+    assert table[4] == ('| 1/16 | u2pl | 53.0 ± 4.2 | 2 | 57.9 ± 11.8 % | '
+                        '1.0 min |')
+    assert table[
+        5] == '| all | supervised-full | 61.0 ± 1.4 | 2 |  | 1.0 min |'
+
+
+def test_summary_without_gap_or_results():
+    # an upper bound below the lower one: no gap to close
+    results = [
+        dict(method='supervised', fraction='1-8', seed=0, miou=50., wall_s=1.),
+        dict(method='u2pl', fraction='1-8', seed=0, miou=55., wall_s=1.),
+        dict(
+            method='supervised-full',
+            fraction='full',
+            seed=0,
+            miou=45.,
+            wall_s=1.),
+    ]
+    rows = le.summarize(results, ['supervised', 'u2pl', 'supervised-full'],
+                        ['1-8', '1-4'])
+    table = le.format_markdown(rows).splitlines()
+    assert table[3] == '| 1/8 | u2pl | 55.0 | 1 | n/a | 0.0 min |'
+    assert table[5] == '| 1/4 | u2pl | missing | 0 | n/a |  |'
+
+
+def test_plot_writes_png(tmp_path):
+    rows = le.summarize([result(n) for n in HAND], list(le.METHODS), ['1-16'])
+    rows.append(
+        dict(method='u2pl', fraction='1-8', seeds=[0], miou=58., miou_std=0.))
+    path = str(tmp_path / 'plot.png')
+    le.plot(rows, path)
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert os.path.getsize(path) > 5000
+
+
+def test_train_command_reads_the_config():
+    settings = le.config_settings(le.METHODS['u2pl'])
+    cfg = Config.fromfile(
+        osp.join(REPO_ROOT, le.METHODS['u2pl']), import_custom_modules=False)
+    hook = [h['type'] for h in cfg.custom_hooks].index('MeanTeacherHook')
+    assert settings['max_iters'] == cfg.train_cfg.max_iters
+    assert settings['hook'] == hook
+    assert settings['warmup_iters'] == cfg.custom_hooks[hook].warmup_iters
+    assert settings['semi'] and settings['schedulers'] == [0]
+    # half the iterations: half the warm-up (rounded)
+    iters, warmup = le.schedule(settings, settings['max_iters'] // 2, None)
+    assert warmup == round(settings['warmup_iters'] / 2)
+    assert le.schedule(settings, 10, 3) == (10, 3)
+    with pytest.raises(ValueError, match='--warmup 10'):
+        le.schedule(settings, 10, 10)
+
+    spec = le.RunSpec('u2pl', '1-8', 2)
+    cmd = le.train_command(spec, settings, '/tmp/run', 10, 3, 0, '/data')
+    assert cmd[1].endswith(osp.join('tools', 'train.py'))
+    assert cmd[2].endswith(le.METHODS['u2pl'])
+    opts = cmd[cmd.index('--cfg-options') + 1:]
+    for expected in ('randomness.seed=2', 'train_cfg.max_iters=10',
+                     'train_cfg.val_interval=10', 'param_scheduler.0.end=10',
+                     f'custom_hooks.{hook}.warmup_iters=3',
+                     'train_dataloader.num_workers=0',
+                     'train_dataloader.persistent_workers=False',
+                     'train_dataloader.dataset.labeled.data_root=/data',
+                     'val_dataloader.dataset.data_root=/data',
+                     'train_dataloader.dataset.labeled.ann_file='
+                     'splits/labeled_1-8.txt',
+                     'train_dataloader.dataset.unlabeled.ann_file='
+                     'splits/unlabeled_1-8.txt'):
+        assert expected in opts
+    sup = le.config_settings(le.METHODS['supervised'])
+    assert sup['hook'] is None and not sup['semi']
+    opts = le.train_command(
+        le.RunSpec('supervised', '1-4', 0), sup, '/tmp/r', 10, 0, 2, None)
+    assert 'train_dataloader.dataset.ann_file=splits/labeled_1-4.txt' in opts
+    assert 'train_dataloader.persistent_workers=True' in opts
+    assert not any('warmup' in o or 'data_root' in o for o in opts)
+    full = le.config_settings(le.METHODS['supervised-full'])
+    opts = le.train_command(
+        le.RunSpec('supervised-full', 'full', 0), full, '/tmp/r', 10, 0, 0,
+        None)
+    assert not any('ann_file' in o for o in opts)
+
+
+def write_scalars(run_dir, miou, iters, teacher, stamp='20260101_000000'):
+    vis = osp.join(run_dir, stamp, 'vis_data')
+    os.makedirs(vis, exist_ok=True)
+    key = 'teacher/mIoU' if teacher else 'mIoU'
+    with open(osp.join(vis, 'scalars.json'), 'w') as f:
+        for it in range(1, iters + 1):
+            f.write(json.dumps(dict(iter=it, step=it, time=0.25)) + '\n')
+        f.write(json.dumps({key: miou, 'step': iters}) + '\n')
+
+
+def test_final_metrics(tmp_path):
+    run_dir = str(tmp_path / 'run')
+    write_scalars(run_dir, 33.5, 4, teacher=True)
+    metrics = le.final_metrics(run_dir, 4)
+    assert metrics['miou'] == 33.5 and metrics['sec_per_iter'] == 0.25
+    with pytest.raises(RuntimeError, match='iteration 5'):
+        le.final_metrics(run_dir, 5)
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Replace the training subprocess; record the runs it was asked for."""
+    calls = []
+
+    def fake_run(cmd, cwd=None, env=None, stdout=None, stderr=None):
+        assert env['OMP_NUM_THREADS'] == '1'
+        run_dir = cmd[cmd.index('--work-dir') + 1]
+        iters = int(
+            next(o for o in cmd
+                 if o.startswith('train_cfg.max_iters=')).split('=')[1])
+        name = osp.basename(run_dir)
+        calls.append(name)
+        write_scalars(run_dir, HAND[name], iters, 'u2pl' in name)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(le.subprocess, 'run', fake_run)
+    return calls
+
+
+def fake_data_root(tmp_path):
+    root = tmp_path / 'toy'
+    (root / 'splits').mkdir(parents=True)
+    for kind in ('labeled', 'unlabeled'):
+        (root / 'splits' / f'{kind}_1-16.txt').write_text('a\n')
+    return str(root)
+
+
+def test_main_skips_finished_runs(tmp_path, fake_training):
+    work_dir = str(tmp_path / 'le')
+    argv = [
+        '--fractions', '1-16', '--seeds', '0', '1', '--methods', 'supervised',
+        'u2pl', 'supervised-full', '--iters', '6', '--warmup', '2', '--jobs',
+        '2', '--data-root',
+        fake_data_root(tmp_path), '--work-dir', work_dir
+    ]
+    rows = le.main(argv)
+    assert sorted(fake_training) == sorted(n for n in HAND
+                                           if 'nocontrast' not in n)
+    u2pl = [r for r in rows if r['method'] == 'u2pl'][0]
+    assert u2pl['gap_closed'] == pytest.approx(11 / 19)
+    with open(osp.join(work_dir, 'label_efficiency.md')) as f:
+        assert '| 1/16 | u2pl | 53.0 ± 4.2 | 2 | 57.9 ± 11.8 % |' in f.read()
+    with open(osp.join(work_dir, 'label_efficiency.json')) as f:
+        saved = json.load(f)
+    assert len(saved['runs']) == 6
+    assert saved['settings']['schedules']['u2pl'] == dict(iters=6, warmup=2)
+    assert osp.getsize(osp.join(work_dir, 'label_efficiency.png')) > 0
+    with open(osp.join(work_dir, 'u2pl_1-16_seed1', le.RESULT_FILE)) as f:
+        stored = json.load(f)
+    assert (stored['miou'], stored['iters'], stored['warmup']) == (56., 6, 2)
+
+    # everything is there: nothing is trained again
+    del fake_training[:]
+    le.main(argv)
+    assert fake_training == []
+
+    # an interrupted run (no result file) is trained again from scratch
+    run_dir = osp.join(work_dir, 'u2pl_1-16_seed0')
+    os.remove(osp.join(run_dir, le.RESULT_FILE))
+    stale = osp.join(run_dir, 'stale.txt')
+    open(stale, 'w').close()
+    le.main(argv)
+    assert fake_training == ['u2pl_1-16_seed0']
+    assert not osp.exists(stale)
+
+    # --force trains every run again
+    del fake_training[:]
+    le.main(argv + ['--force'])
+    assert len(fake_training) == 6
+
+    # another schedule must not mix with the stored one
+    longer = list(argv)
+    longer[longer.index('--iters') + 1] = '8'
+    with pytest.raises(ValueError, match='iters=6, warmup=2, not iters=8'):
+        le.main(longer)
+
+
+def test_main_reports_missing_split_and_failed_run(tmp_path, monkeypatch):
+    argv = [
+        '--fractions', '1-8', '--seeds', '0', '--methods', 'supervised',
+        '--data-root',
+        fake_data_root(tmp_path), '--work-dir',
+        str(tmp_path / 'le'), '--iters', '4'
+    ]
+    with pytest.raises(FileNotFoundError, match='labeled_1-8.txt'):
+        le.main(argv)
+
+    def failing_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(le.subprocess, 'run', failing_run)
+    argv[1] = '1-16'
+    with pytest.raises(
+            SystemExit, match='supervised_1-16_seed0: training '
+            'failed'):
+        le.main(argv)
+    assert not osp.exists(
+        osp.join(
+            str(tmp_path / 'le'), 'supervised_1-16_seed0', le.RESULT_FILE))
