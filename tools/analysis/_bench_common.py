@@ -41,6 +41,7 @@ VARIANTS = {
     'supervised-x2': 'the student alone on B_l + B_u labeled images',
     'u2pl-nocontrast': 'U2PL without the contrastive term (B_l + B_u)',
     'u2pl': 'full U2PL (B_l + B_u)',
+    'u2pl-reuse': 'full U2PL, one teacher forward (reuse_teacher_forward)',
 }
 
 
@@ -159,6 +160,9 @@ def build_variant(cfg, variant: str, device: torch.device):
         if variant == 'u2pl-nocontrast':
             model_cfg.pop('contrastive_loss', None)
             model_cfg.pop('representation_head', None)
+        elif variant == 'u2pl-reuse':
+            model_cfg.setdefault('semi_train_cfg', {})
+            model_cfg.semi_train_cfg['reuse_teacher_forward'] = True
     model = MODELS.build(model_cfg).to(device)
     model.train()
     if not variant.startswith('supervised'):

@@ -56,7 +56,7 @@ def build(args, device):
     cfg = load_bench_config(args.config, device, crop=args.crop)
     models = {
         name: build_variant(cfg, name, device)
-        for name in ('u2pl', 'u2pl-nocontrast', 'supervised')
+        for name in ('u2pl', 'u2pl-reuse', 'u2pl-nocontrast', 'supervised')
     }
     set_train_progress(1, 100)
     wrappers = {
@@ -66,8 +66,7 @@ def build(args, device):
     semi_batch = fake_batch('u2pl', cfg, args.batch, args.crop)
     # the supervised step sees as many images as the U2PL step
     sup_batch = fake_batch('supervised-x2', cfg, args.batch, args.crop)
-    return (models['u2pl'], models['u2pl-nocontrast'], models['supervised'],
-            wrappers, semi_batch, sup_batch)
+    return models, wrappers, semi_batch, sup_batch
 
 
 def main():
@@ -96,8 +95,8 @@ def main():
 
 
 def run(args, device):
-    semi, nocontrast, supervised, wrappers, semi_batch, sup_batch = build(
-        args, device)
+    models, wrappers, semi_batch, sup_batch = build(args, device)
+    semi, supervised = models['u2pl'], models['supervised']
 
     def teacher_forward():
         with torch.no_grad():
@@ -111,12 +110,14 @@ def run(args, device):
             copy.deepcopy(sup_batch), wrappers['supervised']),
         'teacher forward (B_u)':
         teacher_forward,
-        'u2pl-nocontrast':
-        lambda: nocontrast.train_step(
-            copy.deepcopy(semi_batch), wrappers['u2pl-nocontrast']),
-        'u2pl':
-        lambda: semi.train_step(copy.deepcopy(semi_batch), wrappers['u2pl']),
     }
+
+    def semi_step(name):
+        return lambda: models[name].train_step(
+            copy.deepcopy(semi_batch), wrappers[name])
+
+    for name in ('u2pl-nocontrast', 'u2pl', 'u2pl-reuse'):
+        steps[name] = semi_step(name)
     times = {name: [] for name in steps}
     for round_idx in range(args.warmup + args.rounds):
         for name, step in steps.items():
@@ -137,7 +138,7 @@ def run(args, device):
     print(f'| supervised ({2 * args.batch} images) | {sup:.1f} | 1.00 |')
     print(f'| floor (supervised + teacher forward on B_u) | {floor:.1f} | '
           f'{floor / sup:.2f} |')
-    for name in ('u2pl-nocontrast', 'u2pl'):
+    for name in ('u2pl-nocontrast', 'u2pl', 'u2pl-reuse'):
         print(f'| {name} | {med[name]:.1f} | {med[name] / sup:.2f} |')
 
     # where the full U2PL step spends its time
