@@ -13,7 +13,8 @@
 * :func:`one_thread`: a fixture running a test with one torch thread.
 * :func:`toy_train_cfg_options`, :func:`toy_runner_cfg`: overrides for very
   short trainings of the toy U2PL configs (``--cfg-options`` or an
-  in-process ``Runner``).
+  in-process ``Runner``); :func:`write_hooked_u2pl_config`: the toy U2PL
+  config with test-only hooks.
 
 Import it from a test module as ``from toy_fixtures import ...``: the
 directory of ``tests/conftest.py`` is on ``sys.path`` under pytest.
@@ -296,6 +297,31 @@ def toy_train_cfg_options(data_root: str,
         options['model.contrastive_loss.memory_size'] = 64
         options['model.contrastive_loss.num_anchors'] = 32
     return options
+
+
+def write_hooked_u2pl_config(folder: str, module_name: str, module_source: str,
+                             hooks: List[str]) -> str:
+    """A toy U2PL config whose ``custom_hooks`` include test-only hooks.
+
+    Writes ``<folder>/<module_name>.py`` (the hooks' source) and a config
+    inheriting :data:`U2PL_CONFIG` that imports it and sets ``custom_hooks``
+    to ``hooks`` (Python source of each entry, in order). Put ``folder`` on
+    ``PYTHONPATH`` for the run.
+
+    Returns:
+        str: The config file.
+    """
+    with open(osp.join(folder, f'{module_name}.py'), 'w') as f:
+        f.write(module_source)
+    config = osp.join(folder, f'{module_name}_config.py')
+    entries = ''.join(f'    {hook},\n' for hook in hooks)
+    with open(config, 'w') as f:
+        f.write(f"_base_ = [{U2PL_CONFIG!r}]\n"
+                f"custom_imports = dict(\n"
+                f"    imports=['mmseg_u2pl', {module_name!r}],\n"
+                f"    allow_failed_imports=False)\n"
+                f"custom_hooks = [\n{entries}]\n")
+    return config
 
 
 def toy_runner_cfg(config: str, work_dir: str, options: Dict[str, object]):

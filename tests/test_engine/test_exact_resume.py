@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import uuid
 from types import SimpleNamespace
 
@@ -37,7 +36,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from toy_fixtures import toy_data_root  # noqa: F401  (pytest fixture)
 from toy_fixtures import (REPO_ROOT, U2PL_CONFIG, as_cli_options,
-                          toy_train_cfg_options)
+                          toy_train_cfg_options, write_hooked_u2pl_config)
 from torch import nn
 
 from mmseg_u2pl.engine.hooks.random_state_hook import (RandomStateHook,
@@ -93,20 +92,12 @@ def _free_port() -> int:
 def setup(toy_data_root, tmp_path_factory):  # noqa: F811
     """Options, the killing config and the environment of the runs."""
     root = tmp_path_factory.mktemp('exact_resume')
-    (root / 'exact_resume_killer.py').write_text(KILLER_MODULE)
-    kill_config = str(root / 'u2pl_killed_after_6.py')
-    (root / 'u2pl_killed_after_6.py').write_text(
-        textwrap.dedent(f'''\
-        _base_ = [{U2PL_CONFIG!r}]
-        custom_imports = dict(
-            imports=['mmseg_u2pl', 'exact_resume_killer'],
-            allow_failed_imports=False)
-        custom_hooks = [
-            dict(type='MeanTeacherHook', warmup_iters={WARMUP}),
-            dict(type='PseudoLabelVisualizationHook', interval=500),
-            dict(type='KillAfterIterHook', kill_after={KILL_AFTER}),
-        ]
-        '''))
+    kill_config = write_hooked_u2pl_config(
+        str(root), 'exact_resume_killer', KILLER_MODULE, [
+            f"dict(type='MeanTeacherHook', warmup_iters={WARMUP})",
+            "dict(type='PseudoLabelVisualizationHook', interval=500)",
+            f"dict(type='KillAfterIterHook', kill_after={KILL_AFTER})"
+        ])
     options = toy_train_cfg_options(
         toy_data_root,
         max_iters=MAX_ITERS,

@@ -18,7 +18,6 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -31,7 +30,8 @@ from mmseg.apis import inference_model
 from mmseg.registry import MODELS
 from toy_fixtures import toy_data_root  # noqa: F401  (pytest fixture)
 from toy_fixtures import (REPO_ROOT, U2PL_CONFIG, U2PL_NOCONTRAST_CONFIG,
-                          as_cli_options, toy_split, toy_train_cfg_options)
+                          as_cli_options, toy_split, toy_train_cfg_options,
+                          write_hooked_u2pl_config)
 
 from mmseg_u2pl.utils.checkpoint import load_checkpoint_safely
 
@@ -142,23 +142,13 @@ def resumed_run(full_run, toy_data_root, tmp_path_factory):  # noqa: F811
     """Resume a copy of the full run from its iteration-3 checkpoint."""
     work_dir = str(tmp_path_factory.mktemp('u2pl_resumed'))
     probe_dir = str(tmp_path_factory.mktemp('probe'))
-    with open(osp.join(probe_dir, 'u2pl_resume_probe.py'), 'w') as f:
-        f.write(PROBE_MODULE)
     probe_file = osp.join(work_dir, 'probe.pth')
-    config = osp.join(probe_dir, 'u2pl_resume_probe_config.py')
-    with open(config, 'w') as f:
-        f.write(
-            textwrap.dedent(f'''\
-            _base_ = [{U2PL_CONFIG!r}]
-            custom_imports = dict(
-                imports=['mmseg_u2pl', 'u2pl_resume_probe'],
-                allow_failed_imports=False)
-            custom_hooks = [
-                dict(type='MeanTeacherHook', warmup_iters=200),
-                dict(type='PseudoLabelVisualizationHook', interval=500),
-                dict(type='ResumeProbeHook', out_file={probe_file!r}),
-            ]
-            '''))
+    config = write_hooked_u2pl_config(
+        probe_dir, 'u2pl_resume_probe', PROBE_MODULE, [
+            "dict(type='MeanTeacherHook', warmup_iters=200)",
+            "dict(type='PseudoLabelVisualizationHook', interval=500)",
+            f"dict(type='ResumeProbeHook', out_file={probe_file!r})"
+        ])
     checkpoint = osp.join(work_dir, 'iter_3.pth')
     shutil.copy(osp.join(full_run, 'iter_3.pth'), checkpoint)
     with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:

@@ -16,7 +16,6 @@ import os
 import os.path as osp
 import subprocess
 import sys
-import textwrap
 import uuid
 from types import SimpleNamespace
 
@@ -25,10 +24,10 @@ import torch
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from toy_fixtures import one_thread, toy_data_root  # noqa: F401  (fixtures)
-from toy_fixtures import (REPO_ROOT, U2PL_CONFIG, as_cli_options, build_model,
+from toy_fixtures import (REPO_ROOT, as_cli_options, build_model,
                           make_semi_batch, set_train_progress,
                           tiny_segmentor_cfg, tiny_u2pl_cfg,
-                          toy_train_cfg_options)
+                          toy_train_cfg_options, write_hooked_u2pl_config)
 
 from mmseg_u2pl.engine.hooks.mean_teacher_hook import MeanTeacherHook
 from mmseg_u2pl.models.segmentors.mean_teacher import (SKIPPED_STEP_LOSS,
@@ -298,19 +297,11 @@ def test_training_run_skips_a_nan_batch(toy_data_root, tmp_path):  # noqa
     work_dir = str(tmp_path / 'work')
     module_dir = tmp_path / 'modules'
     module_dir.mkdir()
-    (module_dir / 'u2pl_inject_nan.py').write_text(INJECT_MODULE)
-    config = tmp_path / 'u2pl_inject_nan_config.py'
-    config.write_text(
-        textwrap.dedent(f'''\
-        _base_ = [{U2PL_CONFIG!r}]
-        custom_imports = dict(
-            imports=['mmseg_u2pl', 'u2pl_inject_nan'],
-            allow_failed_imports=False)
-        custom_hooks = [
-            dict(type='MeanTeacherHook', warmup_iters=200),
-            dict(type='InjectNaNHook', iters=[2]),
-        ]
-        '''))
+    config = write_hooked_u2pl_config(
+        str(module_dir), 'u2pl_inject_nan', INJECT_MODULE, [
+            "dict(type='MeanTeacherHook', warmup_iters=200)",
+            "dict(type='InjectNaNHook', iters=[2])"
+        ])
     options = toy_train_cfg_options(
         toy_data_root,
         max_iters=4,
