@@ -25,7 +25,7 @@ from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
     ALLOW_MISMATCH_KEY, check_checkpoint_file, refuse_unsafe_checkpoints,
     register_checkpoint_safe_globals)
 from mmseg_u2pl.utils.launch import (  # noqa: E402
-    LAUNCHERS, prepare_launch, shutdown_dist)
+    LAUNCHERS, prepare_launch, shutdown_dist, exit_without_teardown)
 
 
 def parse_args() -> argparse.Namespace:
@@ -155,7 +155,9 @@ def main() -> None:
             check_before_testing(runner, cfg, args.checkpoint)
             runner.test()
     finally:
-        shutdown_dist()
+        distributed = shutdown_dist()
+    if distributed:
+        exit_without_teardown(0)
 
 
 if __name__ == '__main__':

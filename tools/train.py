@@ -25,7 +25,8 @@ from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
     ALLOW_MISMATCH_KEY, check_checkpoint_file, refuse_unsafe_checkpoints,
     register_checkpoint_safe_globals)
 from mmseg_u2pl.utils.launch import (  # noqa: E402
-    LAUNCHERS, enable_amp, prepare_launch, shutdown_dist)
+    LAUNCHERS, enable_amp, exit_without_teardown, prepare_launch,
+    shutdown_dist)
 
 
 def parse_args() -> argparse.Namespace:
@@ -126,7 +127,9 @@ def main() -> None:
             check_before_training(runner, cfg, checkpoint)
             runner.train()
     finally:
-        shutdown_dist()
+        distributed = shutdown_dist()
+    if distributed:
+        exit_without_teardown(0)
 
 
 if __name__ == '__main__':
