@@ -29,6 +29,8 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmseg.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 from torch.nn.parallel import DistributedDataParallel
 
+from .cpu_memory import keep_freed_cpu_memory
+
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
 DEFAULT_DIST_TIMEOUT = 1800
@@ -308,7 +310,9 @@ def prepare_launch(cfg: Config, launcher: str = 'none') -> None:
     """Adapt ``cfg`` to this machine before ``Runner.from_cfg(cfg)``.
 
     Sets ``cfg.launcher``. With CUDA, nothing else changes (MMEngine's NCCL
-    path). Without CUDA: SyncBN becomes BN, a configured ``AmpOptimWrapper``
+    path). Without CUDA: the process keeps the memory it frees for reuse
+    (:func:`keep_freed_cpu_memory`; ``env_cfg.keep_freed_cpu_memory=False``
+    turns it off), SyncBN becomes BN, a configured ``AmpOptimWrapper``
     becomes ``CPUAmpOptimWrapper``, and for ``launcher != 'none'`` the gloo
     process group is created (the Runner then skips ``init_dist``),
     ``env_cfg.dist_cfg.backend`` is set to ``'gloo'`` and the DDP wrapper
@@ -325,6 +329,8 @@ def prepare_launch(cfg: Config, launcher: str = 'none') -> None:
     cfg.launcher = launcher
     if torch.cuda.is_available():
         return
+    if cfg.get('env_cfg', {}).get('keep_freed_cpu_memory', True):
+        keep_freed_cpu_memory()
     if launcher != 'none':
         env_cfg = cfg.setdefault('env_cfg', ConfigDict())
         dist_cfg = env_cfg.setdefault('dist_cfg', ConfigDict())

@@ -224,3 +224,36 @@ def test_soak_run(toy_data_root, tmp_path):  # noqa: F811
     assert report['verdict']['capacity_ok'] and report['verdict']['ok']
     with open(osp.join(work_dir, 'soak.md')) as f:
         assert '- verdict: PASS' in f.read()
+
+
+# ---------------------------------------------------------------------------
+# contrastive-loss benchmark
+# ---------------------------------------------------------------------------
+def test_contrastive_comparison_hand_numbers():
+    bench = load_tool('benchmark_contrastive_loss')
+
+    def stats(ms):
+        return dict(forward_backward=dict(median_ms=ms))
+
+    table = bench.format_comparison(
+        stats(30.), stats(40.), dict(median_ms=800.))
+    assert '| unsupervised loss L_u | 40.0 | 1.00 | 5.0 % |' in table
+    assert '| contrastive loss L_c (bank included) | 30.0 | 0.75 | 3.8 % |' \
+        in table
+    assert '| one U2PL iteration | 800.0 | 20.00 | 100 % |' in table
+    without = bench.format_comparison(stats(30.), stats(40.))
+    assert '| 30.0 | 0.75 | n/a |' in without
+
+
+def test_benchmark_contrastive_loss_cpu_run():
+    proc = run_tool('benchmark_contrastive_loss.py', [
+        '--device', 'cpu', '--sizes', 'small', '--repeats', '1', '--warmup',
+        '0'
+    ])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for line in ('| contrastive loss | mean ms',
+                 '| unsupervised loss | mean ms',
+                 '| contrastive loss L_c (bank included) |',
+                 'CPU allocator: freed memory kept for reuse'):
+        assert line in out, out

@@ -1,10 +1,19 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Time the unreliable-pixel contrastive loss (memory bank update included).
 
+At the same sizes it also times the unsupervised loss ``L_u`` (teacher
+probabilities, entropy filter and cross-entropy at the crop size, forward
+and backward) and prints the contrastive loss as a ratio to it; with
+``--iteration`` it also times one full U2PL training iteration of a config
+at that crop and prints both losses as shares of it.
+
 Example:
     python tools/analysis/benchmark_contrastive_loss.py --sizes paper
     python tools/analysis/benchmark_contrastive_loss.py --device cpu \\
         --sizes small --repeats 5
+    # GPU: the losses as shares of the paper's VOC iteration
+    python tools/analysis/benchmark_contrastive_loss.py --sizes paper \\
+        --iteration configs/voc/u2pl_*_voc-classic-366-513x513.py
 
 The timing functions are importable, e.g. to compare the loss against a
 full training iteration::
@@ -21,6 +30,7 @@ import time
 from typing import Dict, Optional
 
 import torch
+import torch.nn.functional as F
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
@@ -28,14 +38,19 @@ if REPO_ROOT not in sys.path:
 
 from mmseg_u2pl.models.losses.contrastive_loss import \
     UnreliableContrastiveLoss  # noqa: E402
+from mmseg_u2pl.models.utils.reliability import (  # noqa: E402
+    entropy, entropy_filtered_loss)
+from mmseg_u2pl.utils import keep_freed_cpu_memory  # noqa: E402
 
 # paper: 21 classes (VOC), 4 labeled + 4 unlabeled crops of 513 per GPU,
-# representations of 256 channels at stride 4 (129 x 129), banks of 30000
+# representations of 256 channels at stride 4 (129 x 129), banks of 30000;
+# the unsupervised loss works on logits at stride 4 upsampled to the crop
 SIZES = dict(
     small=dict(
         num_classes=6,
         num_labeled=2,
         num_unlabeled=2,
+        crop=129,
         size=33,
         feat_channels=32,
         memory_size=2000,
@@ -45,6 +60,7 @@ SIZES = dict(
         num_classes=21,
         num_labeled=4,
         num_unlabeled=4,
+        crop=513,
         size=129,
         feat_channels=256,
         memory_size=30000,
@@ -133,6 +149,115 @@ def _summary(times_ms: list) -> Dict[str, float]:
         max_ms=max(times_ms))
 
 
+def _time(step, device: torch.device, repeats: int, warmup: int) -> dict:
+    """Summary of ``repeats`` timed calls of ``step`` after ``warmup``."""
+    for _ in range(warmup):
+        step()
+    times_ms = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        times_ms.append((time.perf_counter() - start) * 1e3)
+    return _summary(times_ms)
+
+
+def _time_stages(forward, forward_backward, device: torch.device, repeats: int,
+                 warmup: int) -> Dict[str, Dict[str, float]]:
+    return dict(
+        forward=_time(forward, device, repeats, warmup),
+        forward_backward=_time(forward_backward, device, repeats, warmup))
+
+
+def time_unsupervised_loss(
+        device: Optional[str] = None,
+        sizes: str = 'paper',
+        repeats: int = 20,
+        warmup: int = 3,
+        input_dtype: torch.dtype = torch.float32
+) -> Dict[str, Dict[str, float]]:
+    """Time the unsupervised loss ``L_u`` as the U2PL step computes it.
+
+    From teacher and student logits at the representation size (stride 4)
+    of the ``num_unlabeled`` images: teacher logits upsampled to the crop,
+    softmax, argmax and entropy (the pseudo-labels), the student logits
+    upsampled to the crop, and :func:`entropy_filtered_loss`.
+
+    Args and returns: as :func:`time_contrastive_loss`.
+    """
+    if sizes not in SIZES:
+        raise ValueError(f'sizes must be one of {sorted(SIZES)}, got '
+                         f'{sizes!r}')
+    device = torch.device(
+        device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    config = SIZES[sizes]
+    generator = torch.Generator().manual_seed(0)
+    shape = (config['num_unlabeled'], config['num_classes'], config['size'],
+             config['size'])
+    teacher = (3 * torch.randn(shape, generator=generator)).to(
+        device, input_dtype)
+    student = torch.randn(
+        shape, generator=generator).to(device, input_dtype).requires_grad_()
+    crop = (config['crop'], config['crop'])
+
+    def loss():
+        with torch.no_grad():
+            probs = F.interpolate(
+                teacher.float(), crop, mode='bilinear',
+                align_corners=False).softmax(dim=1)
+            pseudo, ent = probs.argmax(dim=1), entropy(probs)
+            valid = torch.ones_like(pseudo, dtype=torch.bool)
+        logits = F.interpolate(
+            student, crop, mode='bilinear', align_corners=False)
+        return entropy_filtered_loss(logits, pseudo, ent, valid, 20.)[0]
+
+    def forward():
+        with torch.no_grad():
+            loss()
+
+    def forward_backward():
+        loss().backward()
+        student.grad = None
+
+    results = _time_stages(forward, forward_backward, device, repeats, warmup)
+    results['info'] = dict(
+        num_unlabeled=config['num_unlabeled'],
+        num_classes=config['num_classes'],
+        size=config['size'],
+        crop=config['crop'],
+        device=str(device))
+    return results
+
+
+def time_iteration(config: str,
+                   crop: int,
+                   device: Optional[str] = None,
+                   repeats: int = 5,
+                   warmup: int = 2) -> Dict[str, float]:
+    """Time one U2PL ``train_step`` of ``config`` at ``crop``.
+
+    The config's per-GPU batch, fake images and labels, the optimizer step
+    included (see ``benchmark_step.py``).
+    """
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    import copy
+
+    from _bench_common import (build_bench_optim_wrapper, build_variant,
+                               config_batch_and_crop, fake_batch,
+                               load_bench_config, set_train_progress)
+    device = torch.device(
+        device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    cfg = load_bench_config(config, device, crop=crop)
+    num_labeled = config_batch_and_crop(cfg)[0]
+    model = build_variant(cfg, 'u2pl', device)
+    set_train_progress(1, 100)
+    wrapper = build_bench_optim_wrapper(cfg, model, device, False)
+    batch = fake_batch('u2pl', cfg, num_labeled, crop)
+    return _time(lambda: model.train_step(copy.deepcopy(batch), wrapper),
+                 device, repeats, warmup)
+
+
 def time_contrastive_loss(
         device: Optional[str] = None,
         sizes: str = 'paper',
@@ -184,21 +309,9 @@ def time_contrastive_loss(
         value.backward()
         student.grad = None
 
-    results = {}
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    for name, step in (('forward', forward), ('forward_backward',
-                                              forward_backward)):
-        for _ in range(warmup):
-            step()
-        times_ms = []
-        for _ in range(repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            step()
-            _synchronize(device)
-            times_ms.append((time.perf_counter() - start) * 1e3)
-        results[name] = _summary(times_ms)
+    results = _time_stages(forward, forward_backward, device, repeats, warmup)
     info = dict(
         config,
         device=str(device),
@@ -210,20 +323,51 @@ def time_contrastive_loss(
     return results
 
 
-def format_table(results: Dict[str, Dict[str, float]]) -> str:
-    """Markdown table of :func:`time_contrastive_loss`'s result."""
+def format_table(results: Dict[str, Dict[str, float]],
+                 name: str = 'contrastive loss') -> str:
+    """Markdown table of :func:`time_contrastive_loss`'s (or
+    :func:`time_unsupervised_loss`'s) result."""
     lines = [
-        '| stage | mean ms | median ms | min ms | max ms |',
+        f'| {name} | mean ms | median ms | min ms | max ms |',
         '|---|---|---|---|---|',
     ]
-    for name in ('forward', 'forward_backward'):
-        stats = results[name]
-        lines.append(f"| {name} | {stats['mean_ms']:.2f} | "
+    for stage in ('forward', 'forward_backward'):
+        stats = results[stage]
+        lines.append(f"| {stage} | {stats['mean_ms']:.2f} | "
                      f"{stats['median_ms']:.2f} | {stats['min_ms']:.2f} | "
                      f"{stats['max_ms']:.2f} |")
     info = ', '.join(f'{key}={value}'
                      for key, value in results['info'].items())
     return '\n'.join(lines + ['', info])
+
+
+def format_comparison(contrastive: dict,
+                      unsupervised: dict,
+                      iteration: Optional[dict] = None) -> str:
+    """Medians of forward + backward side by side, as ratios."""
+    c_ms = contrastive['forward_backward']['median_ms']
+    u_ms = unsupervised['forward_backward']['median_ms']
+    lines = [
+        '| forward + backward (median) | ms | ratio to L_u | share of the '
+        'iteration |', '|---|---|---|---|'
+    ]
+    it_ms = iteration['median_ms'] if iteration else None
+
+    def share(ms):
+        return f'{100 * ms / it_ms:.1f} %' if it_ms else 'n/a'
+
+    lines.append(f'| unsupervised loss L_u | {u_ms:.1f} | 1.00 | '
+                 f'{share(u_ms)} |')
+    lines.append(f'| contrastive loss L_c (bank included) | {c_ms:.1f} | '
+                 f'{c_ms / u_ms:.2f} | {share(c_ms)} |')
+    if it_ms:
+        lines.append(f'| one U2PL iteration | {it_ms:.1f} | '
+                     f'{it_ms / u_ms:.2f} | 100 % |')
+    lines += [
+        '', 'targets: L_c <= L_u on the CPU; L_c < 5 % of the iteration '
+        'on a GPU'
+    ]
+    return '\n'.join(lines)
 
 
 def parse_args():
@@ -249,6 +393,17 @@ def parse_args():
         type=int,
         default=None,
         help='torch CPU threads (default: torch default)')
+    parser.add_argument(
+        '--default-malloc',
+        action='store_true',
+        help="on the CPU, keep glibc's default allocator instead of "
+        'keep_freed_cpu_memory() (what tools/train.py sets on the CPU)')
+    parser.add_argument(
+        '--iteration',
+        metavar='CONFIG',
+        default=None,
+        help='also time one U2PL training iteration of this config at the '
+        "sizes' crop (ResNet-101 at 513: minutes per iteration on a CPU)")
     return parser.parse_args()
 
 
@@ -256,14 +411,41 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = time_contrastive_loss(
+    input_dtype = getattr(torch, args.input_dtype)
+    on_cpu = (
+        args.device
+        or ('cuda' if torch.cuda.is_available() else 'cpu')).startswith('cpu')
+    kept = on_cpu and not args.default_malloc and keep_freed_cpu_memory()
+    contrastive = time_contrastive_loss(
         device=args.device,
         sizes=args.sizes,
         repeats=args.repeats,
         warmup=args.warmup,
         bank_dtype=args.bank_dtype,
-        input_dtype=getattr(torch, args.input_dtype))
-    print(format_table(results))
+        input_dtype=input_dtype)
+    unsupervised = time_unsupervised_loss(
+        device=args.device,
+        sizes=args.sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        input_dtype=input_dtype)
+    iteration = None
+    if args.iteration:
+        iteration = time_iteration(
+            args.iteration,
+            SIZES[args.sizes]['crop'],
+            device=args.device,
+            repeats=max(1, min(args.repeats, 5)),
+            warmup=1)
+    print(format_table(contrastive))
+    print()
+    print(format_table(unsupervised, 'unsupervised loss'))
+    print()
+    print(format_comparison(contrastive, unsupervised, iteration))
+    if on_cpu:
+        print('CPU allocator: ' +
+              ('freed memory kept for reuse, as in '
+               'tools/train.py' if kept else "glibc's default"))
 
 
 if __name__ == '__main__':

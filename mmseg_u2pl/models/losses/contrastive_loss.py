@@ -463,16 +463,27 @@ class UnreliableContrastiveLoss(nn.Module):
 
     @torch.no_grad()
     def _global_statistics(
-            self, z_t: Tensor, reliable_onehot: Tensor,
+            self, teacher_feats: Tensor, reliable_onehot: Tensor,
             local_anchor_count: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Prototypes, reliable-pixel counts and anchor counts of all ranks.
+
+        Args:
+            teacher_feats (Tensor): ``(B, D, h, w)`` teacher features.
+            reliable_onehot (Tensor): ``(B * h * w, C)`` bool.
+            local_anchor_count (Tensor): ``(C,)`` anchors of this rank.
 
         Returns:
             tuple[Tensor, Tensor, Tensor]: ``prototype`` ``(C, D)`` float32,
             ``reliable_count`` ``(C,)`` and ``anchor_count`` ``(C,)``, the
             counts summed over ranks.
         """
-        feat_sums = reliable_onehot.t().float() @ z_t.float()
+        batch, channels = teacher_feats.shape[:2]
+        # per-class sums straight from the (B, D, hw) layout: one batched
+        # matmul, no transposed copy of the features
+        feat_sums = torch.bmm(
+            teacher_feats.detach().reshape(batch, channels, -1).float(),
+            reliable_onehot.view(batch, -1,
+                                 self.num_classes).float()).sum(0).t()
         reliable_count = reliable_onehot.sum(0).float().unsqueeze(1)
         anchor_count = local_anchor_count.float().unsqueeze(1)
         stats = torch.cat([feat_sums, reliable_count, anchor_count], dim=1)
@@ -494,25 +505,33 @@ class UnreliableContrastiveLoss(nn.Module):
         return prototype, reliable_count, anchor_count
 
     @torch.no_grad()
-    def _update_memory_bank(self, z_t: Tensor, negative_mask: Tensor) -> int:
+    def _update_memory_bank(self, teacher_feats: Tensor,
+                            negative_mask: Tensor) -> int:
         """Stage a push of the negative candidates of all ranks.
 
         Each rank first keeps a random subset of at most
         ``ceil(capacity_c / world_size)`` candidates of class ``c``, so that
         one step never brings more than ``capacity_c`` of them.
 
+        Args:
+            teacher_feats (Tensor): ``(B, D, h, w)`` teacher features.
+            negative_mask (Tensor): ``(B * h * w, C)`` bool candidates.
+
         Returns:
             int: Number of candidates pushed (all ranks).
         """
         class_ids, pixels = negative_mask.t().nonzero(as_tuple=True)
-        num_rows = class_ids.shape[0]
-        if num_rows:
-            bank = self.memory_bank
-            quota = torch.div(
-                bank.capacity + dist.get_world_size() - 1,
-                dist.get_world_size(),
-                rounding_mode='floor')
-            counts = torch.bincount(class_ids, minlength=self.num_classes)
+        # (class-major, pixels ascending: the bank reads the feature table
+        # and writes its rings sequentially, several times faster than in
+        # random order on the CPU)
+        bank = self.memory_bank
+        quota = torch.div(
+            bank.capacity + dist.get_world_size() - 1,
+            dist.get_world_size(),
+            rounding_mode='floor')
+        counts = torch.bincount(class_ids, minlength=self.num_classes)
+        if bool((counts > quota).any()):
+            num_rows = class_ids.shape[0]
             starts = torch.cumsum(counts, 0) - counts
             # random order inside each class (ids are non-negative ints)
             keys = class_ids.double() + torch.rand(
@@ -521,12 +540,21 @@ class UnreliableContrastiveLoss(nn.Module):
             sorted_ids = class_ids[order]
             pos = torch.arange(num_rows, device=class_ids.device) \
                 - starts[sorted_ids]
-            chosen = order[(pos < quota[sorted_ids]).nonzero(as_tuple=True)[0]]
+            # the random subset, back in class-major pixel order
+            chosen = order[(pos < quota[sorted_ids]).nonzero(
+                as_tuple=True)[0]].sort().values
             class_ids, pixels = class_ids[chosen], pixels[chosen]
-        feats = z_t.index_select(0, pixels).to(self.memory_bank.dtype)
-        class_ids, feats = _all_gather_rows([class_ids, feats])
+        # one row per pixel, contiguous: a pixel is a candidate of several
+        # classes, so the bank gathers its rows from this table itself
+        table = teacher_feats.detach().permute(0, 2, 3, 1).reshape(
+            -1, self.feat_channels)
         # staged: committed by ``forward`` or by the caller (defer_update);
         # rows with NaN/Inf features never enter the bank
+        if dist.get_world_size() == 1:
+            self.memory_bank.stage(class_ids, table, pixels)
+            return class_ids.shape[0]
+        feats = table.index_select(0, pixels).to(self.memory_bank.dtype)
+        class_ids, feats = _all_gather_rows([class_ids, feats])
         self.memory_bank.stage(class_ids, feats)
         return class_ids.shape[0]
 
@@ -580,30 +608,36 @@ class UnreliableContrastiveLoss(nn.Module):
     def _forward(self, student_feats: Tensor, teacher_feats: Tensor,
                  teacher_probs: Tensor, labels: Tensor, num_labeled: int,
                  alpha: float) -> Tuple[Tensor, Dict[str, Tensor]]:
-        num_classes, channels = self.num_classes, self.feat_channels
+        num_classes = self.num_classes
         world_size = dist.get_world_size()
-        z_s = student_feats.permute(0, 2, 3, 1).reshape(-1, channels)
-        z_t = teacher_feats.detach().permute(0, 2, 3, 1).reshape(-1, channels)
         masks = self._pixel_masks(teacher_probs, labels, num_labeled, alpha)
 
         class_ids, pixels = self._sample_anchors(masks['anchor_mask'])
         has_anchor = masks['anchor_mask'].any(dim=0)
+        device = student_feats.device
         local_anchor_count = torch.zeros(
             num_classes,
-            device=z_s.device).index_add_(0, class_ids,
-                                          has_anchor[class_ids].float())
+            device=device).index_add_(0, class_ids,
+                                      has_anchor[class_ids].float())
         prototype, reliable_count, anchor_count = self._global_statistics(
-            z_t, masks['reliable_onehot'], local_anchor_count)
-        num_pushed = self._update_memory_bank(z_t, masks['negative_mask'])
+            teacher_feats, masks['reliable_onehot'], local_anchor_count)
+        num_pushed = self._update_memory_bank(teacher_feats,
+                                              masks['negative_mask'])
 
         # ids come from arange/nonzero over C: no need to check their range
         negatives, bank_valid = self.memory_bank._sample_rows(
             class_ids, self.num_negatives)
-        per_anchor = self._anchor_losses(
-            z_s.index_select(0, pixels), prototype[class_ids], negatives)
+        # anchor rows read straight from (B, D, h, w): no transposed copy
+        batch, channels = student_feats.shape[:2]
+        per_image = student_feats[0, 0].numel()
+        image = torch.div(pixels, per_image, rounding_mode='floor')
+        flat = student_feats.reshape(batch, channels, per_image)
+        anchors = flat[image, :, pixels % per_image]
+        per_anchor = self._anchor_losses(anchors, prototype[class_ids],
+                                         negatives)
         used = has_anchor[class_ids] & bank_valid
         local_sum = torch.zeros(
-            num_classes, device=z_s.device).index_add(
+            num_classes, device=device).index_add(
                 0, class_ids,
                 torch.where(used, per_anchor, torch.zeros_like(per_anchor)))
         # a class contributes with anchors on some rank and a non-empty bank
@@ -619,15 +653,15 @@ class UnreliableContrastiveLoss(nn.Module):
                            torch.zeros_like(class_loss)).sum() \
             / num_used.clamp(min=1)
         # keep the graph connected for DDP even when no class contributes
-        loss = loss * self.loss_weight \
-            + 0. * student_feats.sum(dtype=torch.float32)
+        # (the anchor gather reaches all of student_feats)
+        loss = loss * self.loss_weight + 0. * anchors.sum(dtype=torch.float32)
 
         fill_ratio = self.memory_bank.fill_ratio()
         log_vars = dict(
             num_anchors=torch.where(contributing, anchor_count,
                                     torch.zeros_like(anchor_count)).sum(),
             num_negative_candidates=torch.tensor(
-                float(num_pushed), device=z_s.device),
+                float(num_pushed), device=device),
             num_classes_used=num_used.float(),
             bank_fill_mean=fill_ratio.mean(),
             bank_fill_min=fill_ratio.min())

@@ -38,9 +38,15 @@ def _expand_capacity(capacity: Union[int, Sequence[int]],
 
 
 class StagedPush(NamedTuple):
-    """A push waiting for :meth:`CategoryMemoryBank.commit`."""
+    """A push waiting for :meth:`CategoryMemoryBank.commit`.
+
+    The new content is not copied out of the caller's feature table: row
+    ``rows[k]`` of the bank receives ``table[source[k]]``, gathered (and
+    cast to the bank's dtype) only when it is written or sampled.
+    """
     rows: Tensor  # (K',) rows of ``features`` to write
-    feats: Tensor  # (K', D) their new content, in the bank's dtype
+    source: Tensor  # (K',) the rows of ``table`` that they receive
+    table: Tensor  # (R, D) detached features, on the bank's device
     ptr: Tensor  # (C,) ``ptr`` after the push
     fill: Tensor  # (C,) ``fill`` after the push
 
@@ -131,7 +137,10 @@ class CategoryMemoryBank(nn.Module):
                 f'[{int(class_ids.min())}, {int(class_ids.max())}]')
 
     @torch.no_grad()
-    def push(self, class_ids: Tensor, feats: Tensor) -> None:
+    def push(self,
+             class_ids: Tensor,
+             feats: Tensor,
+             index: Optional[Tensor] = None) -> None:
         """Append ``feats[k]`` to the queue of class ``class_ids[k]``.
 
         Rows enter their queue in the order given. A full queue overwrites
@@ -144,13 +153,21 @@ class CategoryMemoryBank(nn.Module):
         Args:
             class_ids (Tensor): ``(K,)`` integer class of each row.
             feats (Tensor): ``(K, D)`` features; detached and cast to the
-                bank's dtype and device.
+                bank's dtype and device. With ``index``, a table ``(R, D)``
+                of which row ``index[k]`` goes to class ``class_ids[k]``
+                (one feature may enter several queues without being copied
+                first).
+            index (Tensor, optional): ``(K,)`` rows of ``feats``.
+                Defaults to None (``feats[k]`` for ``class_ids[k]``).
         """
-        self.stage(class_ids, feats)
+        self.stage(class_ids, feats, index)
         self.commit()
 
     @torch.no_grad()
-    def stage(self, class_ids: Tensor, feats: Tensor) -> None:
+    def stage(self,
+              class_ids: Tensor,
+              feats: Tensor,
+              index: Optional[Tensor] = None) -> None:
         """Prepare a :meth:`push` without writing it yet.
 
         Until :meth:`commit` writes it or :meth:`discard` drops it, sampling
@@ -162,7 +179,11 @@ class CategoryMemoryBank(nn.Module):
 
         Args:
             class_ids (Tensor): ``(K,)`` integer class of each row.
-            feats (Tensor): ``(K, D)`` features, as for :meth:`push`.
+            feats (Tensor): ``(K, D)`` features, or a table ``(R, D)``
+                with ``index``, as for :meth:`push`. It is not copied:
+                do not modify it in place before the commit.
+            index (Tensor, optional): ``(K,)`` rows of ``feats``, as for
+                :meth:`push`.
 
         Raises:
             RuntimeError: If a staged push is neither committed nor
@@ -173,15 +194,29 @@ class CategoryMemoryBank(nn.Module):
                 'CategoryMemoryBank.stage: a staged push is pending; call '
                 'commit() or discard() before staging (or pushing) again')
         self._check_class_ids(class_ids, 'push')
-        if feats.dim() != 2 or feats.shape[0] != class_ids.shape[0] \
-                or feats.shape[1] != self.feat_channels:
+        if index is None:
+            rows_needed = f'({class_ids.shape[0]}, {self.feat_channels})'
+            shape_ok = feats.dim() == 2 \
+                and feats.shape[0] == class_ids.shape[0]
+        else:
+            if index.shape != class_ids.shape or \
+                    index.dtype.is_floating_point or \
+                    index.dtype == torch.bool:
+                raise ValueError(
+                    'CategoryMemoryBank.push: index must be an integer '
+                    f'tensor of shape {tuple(class_ids.shape)} (one row of '
+                    f'feats per class id), got {index.dtype} of shape '
+                    f'{tuple(index.shape)}')
+            rows_needed = f'(R, {self.feat_channels})'
+            shape_ok = feats.dim() == 2
+        if not shape_ok or feats.shape[1] != self.feat_channels:
             raise ValueError(
-                'CategoryMemoryBank.push: feats must have shape '
-                f'({class_ids.shape[0]}, {self.feat_channels}) to match '
-                f'class_ids and feat_channels, got {tuple(feats.shape)}')
+                f'CategoryMemoryBank.push: feats must have shape '
+                f'{rows_needed} to match class_ids and feat_channels, got '
+                f'{tuple(feats.shape)}')
         if class_ids.shape[0] == 0:
             return
-        self._staged = self._plan_push(class_ids, feats)
+        self._staged = self._plan_push(class_ids, feats, index)
 
     @torch.no_grad()
     def commit(self) -> None:
@@ -189,7 +224,8 @@ class CategoryMemoryBank(nn.Module):
         staged, self._staged = self._staged, None
         if staged is None:
             return
-        self.features.index_copy_(0, staged.rows, staged.feats)
+        self.features.index_copy_(0, staged.rows,
+                                  self._gather(staged.table, staged.source))
         self.ptr.copy_(staged.ptr)
         self.fill.copy_(staged.fill)
 
@@ -202,14 +238,37 @@ class CategoryMemoryBank(nn.Module):
         """Whether a staged push waits for :meth:`commit`."""
         return self._staged is not None
 
-    def _plan_push(self, class_ids: Tensor, feats: Tensor) -> StagedPush:
+    def _gather(self, table: Tensor, index: Tensor) -> Tensor:
+        """``table[index]`` in the bank's dtype."""
+        return table.index_select(0, index).to(self.dtype)
+
+    def _finite_rows(self, table: Tensor) -> Tensor:
+        """``(R,)`` bool: the row has no NaN/Inf, also after the cast.
+
+        A row sum is NaN/Inf when an entry is (one cheap pass instead of an
+        elementwise ``isfinite``; a finite row whose float32 sum overflows,
+        beyond 1e38, counts as non-finite). A narrower bank dtype (float16)
+        also needs every entry within its range.
+        """
+        finite = torch.isfinite(table.sum(dim=1, dtype=torch.float32))
+        limit = torch.finfo(self.dtype).max
+        if limit < torch.finfo(table.dtype).max:
+            finite &= table.abs().amax(dim=1) <= limit
+        return finite
+
+    def _plan_push(self, class_ids: Tensor, table: Tensor,
+                   index: Optional[Tensor]) -> StagedPush:
         """Destination rows and new pointers of a push (no write)."""
         device = self.features.device
         class_ids = class_ids.to(device=device, dtype=torch.long)
-        feats = feats.detach().to(device=device, dtype=self.dtype)
+        table = table.detach().to(device=device)
         num_rows = class_ids.shape[0]
+        if index is None:
+            index = torch.arange(num_rows, device=device)
+        else:
+            index = index.to(device=device, dtype=torch.long)
         # non-finite rows form an extra group C that is never written
-        finite = torch.isfinite(feats).all(dim=1)
+        finite = self._finite_rows(table)[index]
         groups = torch.where(finite, class_ids,
                              torch.full_like(class_ids, self.num_classes))
         group_counts = torch.bincount(groups, minlength=self.num_classes + 1)
@@ -227,10 +286,11 @@ class CategoryMemoryBank(nn.Module):
         keep = finite & (pos >= counts[class_ids] - capacity)
         if not bool(keep.all()):
             kept = keep.nonzero(as_tuple=True)[0]
-            rows, feats = rows[kept], feats.index_select(0, kept)
+            rows, index = rows[kept], index[kept]
         return StagedPush(
             rows=rows,
-            feats=feats,
+            source=index,
+            table=table,
             ptr=(self.ptr + counts) % self.capacity,
             fill=torch.minimum(self.fill + counts, self.capacity))
 
@@ -282,20 +342,44 @@ class CategoryMemoryBank(nn.Module):
         last = (fill - 1).clamp(min=0).unsqueeze(1)
         slots = torch.minimum((uniform * fill.unsqueeze(1)).long(), last)
         rows = (self.offsets[class_ids].unsqueeze(1) + slots).reshape(-1)
-        feats = self.features.index_select(0, rows)
-        if staged is not None and staged.rows.numel():
-            # rows written by the staged push come from its features
+        if staged is None or not staged.rows.numel():
+            feats = self.features.index_select(0, rows)
+        else:
+            # rows written by the staged push come from its table
             source = torch.full((self.features.shape[0], ),
                                 -1,
                                 dtype=torch.long,
                                 device=device)
-            source[staged.rows] = torch.arange(
-                staged.rows.shape[0], device=device)
-            source = source[rows]
-            feats = torch.where(
-                (source >= 0).unsqueeze(1),
-                staged.feats.index_select(0, source.clamp(min=0)), feats)
+            source[staged.rows] = staged.source
+            feats = self._gather_staged(rows, source[rows], staged.table)
         return feats.view(slots.shape + (self.feat_channels, )), fill > 0
+
+    def _gather_staged(self,
+                       rows: Tensor,
+                       source: Tensor,
+                       table: Tensor,
+                       masked: Optional[bool] = None) -> Tensor:
+        """Bank ``rows``, taken from ``table[source]`` where ``source >= 0``.
+
+        ``masked`` (default: off the CPU) selects between two full gathers
+        without a host-device synchronisation; otherwise, as on the CPU,
+        where data-dependent sizes cost no sync, each row is read once from
+        where it lives (half the memory traffic, which bounds this step
+        there). Both give the same result.
+        """
+        staged = source >= 0
+        if masked is None:
+            masked = rows.device.type != 'cpu'
+        if masked:
+            return torch.where(
+                staged.unsqueeze(1), self._gather(table, source.clamp(min=0)),
+                self.features.index_select(0, rows))
+        from_table = staged.nonzero(as_tuple=True)[0]
+        from_bank = (~staged).nonzero(as_tuple=True)[0]
+        feats = self.features.new_empty((rows.shape[0], self.feat_channels))
+        feats[from_bank] = self.features.index_select(0, rows[from_bank])
+        feats[from_table] = self._gather(table, source[from_table])
+        return feats
 
     def sample(
             self,

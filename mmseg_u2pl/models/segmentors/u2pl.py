@@ -13,7 +13,8 @@ from torch.profiler import record_function
 
 from ..heads.representation_head import forward_with_classifier_input
 from ..utils.cutmix import apply_cutmix, cutmix_masks
-from ..utils.reliability import (alpha_schedule, entropy, partition_by_entropy)
+from ..utils.reliability import (alpha_schedule, entropy,
+                                 entropy_filtered_loss)
 from .mean_teacher import MeanTeacherSegmentor
 
 DEFAULT_SEMI_TRAIN_CFG = dict(
@@ -253,17 +254,10 @@ class U2PL(MeanTeacherSegmentor):
         with record_function('u2pl:sup_loss'):
             losses = self._sup_losses(logits[:num_l], feats, num_l, samples_l)
         with record_function('u2pl:unsup_loss'):
-            partition = partition_by_entropy(entropy_u, valid_u, alpha_t)
-            kept = valid_u & ~partition.unreliable_mask
-            target_u = torch.where(kept, pseudo_u,
-                                   torch.full_like(pseudo_u, ignore_index))
-            logits_u = self._resize(logits[num_l:], crop)
             # summed over kept pixels, divided by ALL B_u * H * W pixels
-            loss_u = F.cross_entropy(
-                logits_u.float(),
-                target_u,
-                ignore_index=ignore_index,
-                reduction='sum') / target_u.numel()
+            loss_u, partition, kept = entropy_filtered_loss(
+                self._resize(logits[num_l:], crop), pseudo_u, entropy_u,
+                valid_u, alpha_t, ignore_index)
             losses['unsup.loss_ce'] = loss_u * cfg['unsup_weight']
             losses.update(
                 self._diagnostics(alpha_t, partition, kept, valid_u, pseudo_u,

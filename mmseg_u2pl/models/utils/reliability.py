@@ -4,11 +4,13 @@
 Everything that decides whether a teacher prediction is *reliable* lives
 here, once: the ``alpha_t`` schedule, the per-pixel entropy, the percentile
 over valid pixels, and the reliable/unreliable partition built from them.
-The unsupervised loss and the contrastive loss both import these.
+The unsupervised loss (:func:`entropy_filtered_loss`) is built on them
+and the contrastive loss imports them.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -117,3 +119,41 @@ def partition_by_entropy(ent: Tensor, valid_mask: Tensor,
     reliable = valid_mask & (ent <= low_thresh)
     unreliable = valid_mask & (ent >= high_thresh)
     return EntropyPartition(reliable, unreliable, low_thresh, high_thresh)
+
+
+def entropy_filtered_loss(
+        logits: Tensor,
+        pseudo_labels: Tensor,
+        ent: Tensor,
+        valid_mask: Tensor,
+        alpha: float,
+        ignore_index: int = 255) -> Tuple[Tensor, EntropyPartition, Tensor]:
+    """The unsupervised loss ``L_u`` of U2PL (method section 4).
+
+    Cross-entropy against the pseudo-labels on the valid pixels that are
+    not among the highest-entropy ``alpha_t`` % (the unreliable ones),
+    summed over those kept pixels and divided by ALL ``B * H * W`` pixels.
+
+    Args:
+        logits (Tensor): ``(B, C, H, W)`` student logits at the size of the
+            pseudo-labels.
+        pseudo_labels (Tensor): ``(B, H, W)`` long teacher argmax.
+        ent (Tensor): ``(B, H, W)`` teacher entropy.
+        valid_mask (Tensor): ``(B, H, W)`` bool; False for padding.
+        alpha (float): ``alpha_t`` in percent.
+        ignore_index (int): Label that the cross-entropy ignores.
+            Defaults to 255.
+
+    Returns:
+        tuple[Tensor, EntropyPartition, Tensor]: The float32 loss, the
+        partition of the pixels, and the ``(B, H, W)`` bool mask of the
+        pixels that the loss kept.
+    """
+    partition = partition_by_entropy(ent, valid_mask, alpha)
+    kept = valid_mask.bool() & ~partition.unreliable_mask
+    target = torch.where(kept, pseudo_labels,
+                         torch.full_like(pseudo_labels, ignore_index))
+    loss = F.cross_entropy(
+        logits.float(), target, ignore_index=ignore_index,
+        reduction='sum') / target.numel()
+    return loss, partition, kept

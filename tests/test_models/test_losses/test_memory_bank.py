@@ -240,3 +240,44 @@ def test_discarded_push_leaves_the_bank_bytewise_unchanged():
     assert set(feats[0, :, 0].tolist()) == {1.}
     bank.commit()  # nothing staged: no-op
     assert live_values(bank, 0) == [1] and live_values(bank, 1) == [2]
+
+
+def test_push_from_a_table_by_index():
+    """``push(ids, table, index)`` equals pushing ``table[index]``."""
+    table = rows(10, 20, float('nan'), 40)
+    class_ids, index = ids(0, 1, 0, 1, 0), ids(3, 0, 2, 3, 1)
+    by_index = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=2)
+    by_index.push(class_ids, table, index)
+    by_rows = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=2)
+    by_rows.push(class_ids, table[index])
+    for key, value in by_rows.state_dict().items():
+        assert torch.equal(by_index.state_dict()[key].nan_to_num(-1),
+                           value.nan_to_num(-1)), key
+    # class 0 got 40, NaN (dropped), 20; class 1 got 10, 40
+    assert live_values(by_index, 0) == [40, 20]
+    assert live_values(by_index, 1) == [10, 40]
+    # a staged push from a table is sampled from the table
+    by_index.stage(ids(1), table, ids(1))
+    feats, _ = by_index.sample_for(ids(1), 200)
+    assert set(feats[0, :, 0].tolist()) == {40., 20.}
+    by_index.discard()
+    with pytest.raises(
+            ValueError,
+            match='index must be an integer tensor '
+            r'of shape \(2,\)'):
+        by_index.push(ids(0, 1), table, ids(0))
+    with pytest.raises(ValueError, match=r'feats must have shape \(R, 2\)'):
+        by_index.push(ids(0), torch.zeros(4, 3), ids(0))
+
+
+def test_staged_gather_masked_and_indexed_forms_agree():
+    bank = CategoryMemoryBank(num_classes=2, feat_channels=3, capacity=4)
+    bank.push(ids(0, 0, 1, 1, 1), torch.randn(5, 3))
+    table = torch.randn(6, 3)
+    rows_ = ids(0, 1, 4, 5, 6, 0, 7)
+    source = ids(-1, 2, -1, 0, 5, 3, -1)
+    masked = bank._gather_staged(rows_, source, table, masked=True)
+    indexed = bank._gather_staged(rows_, source, table, masked=False)
+    assert torch.equal(masked, indexed)
+    assert torch.equal(indexed[1], table[2])
+    assert torch.equal(indexed[2], bank.features[4])

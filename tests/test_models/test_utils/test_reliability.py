@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmseg_u2pl.models.utils.reliability import (alpha_schedule, entropy,
+                                                 entropy_filtered_loss,
                                                  masked_percentile,
                                                  partition_by_entropy)
 
@@ -73,3 +74,28 @@ def test_partition_by_entropy_small_tensor():
     part0 = partition_by_entropy(ent, valid, alpha=0)
     assert part0.reliable_mask.sum().item() == 1
     assert part0.unreliable_mask.sum().item() == 1
+
+
+def test_entropy_filtered_loss_hand_computed():
+    """Kept pixels: valid and not in the top-alpha entropy; sum / all."""
+    # one image, 2 x 2 pixels, 2 classes; pixel (1, 1) is padding
+    logits = torch.tensor([[[[2., 0.], [0., 1.]], [[0., 1.], [3., 5.]]]])
+    pseudo = torch.tensor([[[0, 1], [1, 1]]])
+    ent = torch.tensor([[[0.1, 0.9], [0.2, 0.0]]])
+    valid = torch.tensor([[[True, True], [True, False]]])
+    # valid entropies 0.1, 0.9, 0.2: the 50th percentile is 0.2, so with
+    # alpha = 50 the pixels with H >= 0.2 are unreliable: (0, 1), (1, 0)
+    loss, partition, kept = entropy_filtered_loss(logits, pseudo, ent, valid,
+                                                  50.)
+    assert kept.tolist() == [[[True, False], [False, False]]]
+    assert partition.unreliable_mask.tolist() == [[[False, True],
+                                                   [True, False]]]
+    # CE of pixel (0, 0), label 0, logits (2, 0), divided by all 4 pixels
+    expected = (math.log(math.exp(2.) + 1.) - 2.) / 4
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # alpha = 0 still drops the pixels AT the maximum entropy (H >= the
+    # 100th percentile, as in the reference): (0, 1) here
+    loss0, _, kept0 = entropy_filtered_loss(logits, pseudo, ent, valid, 0.)
+    assert kept0.tolist() == [[[True, False], [True, False]]]
+    ce = [math.log(math.exp(2.) + 1.) - 2., math.log(1. + math.exp(3.)) - 3.]
+    assert loss0.item() == pytest.approx(sum(ce) / 4, abs=1e-6)
