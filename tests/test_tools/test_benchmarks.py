@@ -248,12 +248,14 @@ def test_contrastive_comparison_hand_numbers():
 def test_benchmark_contrastive_loss_cpu_run():
     proc = run_tool('benchmark_contrastive_loss.py', [
         '--device', 'cpu', '--sizes', 'small', '--repeats', '1', '--warmup',
-        '0'
+        '0', '--iteration',
+        'configs/u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py'
     ])
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for line in ('| contrastive loss | mean ms',
                  '| unsupervised loss | mean ms',
                  '| contrastive loss L_c (bank included) |',
+                 '| one U2PL iteration |',
                  'CPU allocator: freed memory kept for reuse'):
         assert line in out, out
