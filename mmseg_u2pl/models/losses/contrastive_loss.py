@@ -521,9 +521,9 @@ class UnreliableContrastiveLoss(nn.Module):
             int: Number of candidates pushed (all ranks).
         """
         class_ids, pixels = negative_mask.t().nonzero(as_tuple=True)
-        # (class-major, pixels ascending: the bank reads the feature table
-        # and writes its rings sequentially, several times faster than in
-        # random order on the CPU)
+        # class-major, pixels ascending; kept so below, so that every class
+        # writes its ring sequentially. The random subset is drawn only when
+        # a class exceeds its quota.
         bank = self.memory_bank
         quota = torch.div(
             bank.capacity + dist.get_world_size() - 1,
