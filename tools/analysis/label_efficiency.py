@@ -27,8 +27,9 @@ defaults to the configs' own.
 Run time on 2 CPU cores, toy configs with 2000 iterations (see
 docs/benchmarks.md): ``--quick`` (1/16, one seed: 4 runs, ``--jobs 2``)
 21 minutes measured while other trainings shared the cores, about 13 on free
-cores; the full benchmark (3 fractions x 3 methods + the upper bound, 3
-seeds: 30 runs, ``--jobs 2``) about 2 h 45 min shared, 1 h 40 min free.
+cores; the full benchmark (3 fractions x 3 methods + the upper bound: 10
+runs a seed, ``--jobs 2``) 24 minutes a seed measured on free cores, so
+about 1 h 15 min for the default 3 seeds.
 
 Examples::
 
