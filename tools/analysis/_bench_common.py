@@ -226,6 +226,31 @@ def set_train_progress(cur_iter: int = 1, max_iters: int = 100) -> None:
     hub.update_info('max_iters', max_iters)
 
 
+def add_allocator_argument(parser) -> None:
+    """``--default-malloc``: the opt-out of :func:`use_training_allocator`."""
+    parser.add_argument(
+        '--default-malloc',
+        action='store_true',
+        help="on the CPU, keep glibc's default allocator instead of "
+        'keep_freed_cpu_memory() (what tools/train.py sets on the CPU)')
+
+
+def use_training_allocator(device: torch.device,
+                           default_malloc: bool = False) -> bool:
+    """On the CPU, allocate as ``tools/train.py`` does there.
+
+    That is :func:`mmseg_u2pl.utils.keep_freed_cpu_memory`, unless
+    ``default_malloc``; a benchmark so measures what training costs.
+
+    Returns:
+        bool: Whether freed memory is now kept for reuse.
+    """
+    if device.type != 'cpu' or default_malloc:
+        return False
+    from mmseg_u2pl.utils import keep_freed_cpu_memory
+    return keep_freed_cpu_memory()
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on CPU)."""
     if device.type == 'cuda':

@@ -23,6 +23,7 @@ full training iteration::
     stats = time_contrastive_loss(device='cuda', sizes='paper')
 """
 import argparse
+import copy
 import os.path as osp
 import statistics
 import sys
@@ -40,7 +41,13 @@ from mmseg_u2pl.models.losses.contrastive_loss import \
     UnreliableContrastiveLoss  # noqa: E402
 from mmseg_u2pl.models.utils.reliability import (  # noqa: E402
     entropy, entropy_filtered_loss)
-from mmseg_u2pl.utils import keep_freed_cpu_memory  # noqa: E402
+
+if osp.dirname(osp.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _bench_common import (  # noqa: E402
+    add_allocator_argument, build_bench_optim_wrapper, build_variant,
+    config_batch_and_crop, fake_batch, load_bench_config, set_train_progress,
+    sync, use_training_allocator)
 
 # paper: 21 classes (VOC), 4 labeled + 4 unlabeled crops of 513 per GPU,
 # representations of 256 channels at stride 4 (129 x 129), banks of 30000;
@@ -136,11 +143,6 @@ def build_loss(sizes: dict,
     return loss
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def _summary(times_ms: list) -> Dict[str, float]:
     return dict(
         mean_ms=statistics.fmean(times_ms),
@@ -155,10 +157,10 @@ def _time(step, device: torch.device, repeats: int, warmup: int) -> dict:
         step()
     times_ms = []
     for _ in range(repeats):
-        _synchronize(device)
+        sync(device)
         start = time.perf_counter()
         step()
-        _synchronize(device)
+        sync(device)
         times_ms.append((time.perf_counter() - start) * 1e3)
     return _summary(times_ms)
 
@@ -240,12 +242,6 @@ def time_iteration(config: str,
     The config's per-GPU batch, fake images and labels, the optimizer step
     included (see ``benchmark_step.py``).
     """
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    import copy
-
-    from _bench_common import (build_bench_optim_wrapper, build_variant,
-                               config_batch_and_crop, fake_batch,
-                               load_bench_config, set_train_progress)
     device = torch.device(
         device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     cfg = load_bench_config(config, device, crop=crop)
@@ -393,11 +389,7 @@ def parse_args():
         type=int,
         default=None,
         help='torch CPU threads (default: torch default)')
-    parser.add_argument(
-        '--default-malloc',
-        action='store_true',
-        help="on the CPU, keep glibc's default allocator instead of "
-        'keep_freed_cpu_memory() (what tools/train.py sets on the CPU)')
+    add_allocator_argument(parser)
     parser.add_argument(
         '--iteration',
         metavar='CONFIG',
@@ -412,10 +404,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     input_dtype = getattr(torch, args.input_dtype)
-    on_cpu = (
-        args.device
-        or ('cuda' if torch.cuda.is_available() else 'cpu')).startswith('cpu')
-    kept = on_cpu and not args.default_malloc and keep_freed_cpu_memory()
+    device = torch.device(
+        args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    kept = use_training_allocator(device, args.default_malloc)
     contrastive = time_contrastive_loss(
         device=args.device,
         sizes=args.sizes,
@@ -442,7 +433,7 @@ def main():
     print(format_table(unsupervised, 'unsupervised loss'))
     print()
     print(format_comparison(contrastive, unsupervised, iteration))
-    if on_cpu:
+    if device.type == 'cpu':
         print('CPU allocator: ' +
               ('freed memory kept for reuse, as in '
                'tools/train.py' if kept else "glibc's default"))

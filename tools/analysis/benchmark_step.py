@@ -43,8 +43,7 @@ from _bench_common import (
     load_bench_config,
     set_train_progress,
     sync)
-
-from mmseg_u2pl.utils import keep_freed_cpu_memory  # noqa: E402
+from _bench_common import add_allocator_argument, use_training_allocator
 
 DEFAULT_CONFIG = ('configs/u2pl/'
                   'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
@@ -85,16 +84,11 @@ def main():
     parser.add_argument('--device', default=None)
     parser.add_argument('--amp', choices=['off', 'on', 'both'], default='off')
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument(
-        '--default-malloc',
-        action='store_true',
-        help="on the CPU, keep glibc's default allocator instead of "
-        'keep_freed_cpu_memory() (what tools/train.py sets on the CPU)')
+    add_allocator_argument(parser)
     args = parser.parse_args()
     device = torch.device(
         args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cpu' and not args.default_malloc:
-        keep_freed_cpu_memory()
+    use_training_allocator(device, args.default_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     amps = {'off': [False], 'on': [True], 'both': [False, True]}[args.amp]
