@@ -222,6 +222,40 @@ def test_mean_over_anchors_then_over_classes():
     assert log_vars['num_classes_used'].item() == 2
 
 
+def test_pixels_spread_over_images_give_the_same_loss():
+    """Anchors and prototypes come from the right image of a batch."""
+    labels, probs, student, teacher, bank_rows = two_class_case()
+    # an 8th pixel (ignored) so that the 8 pixels form 2 images of 1 x 4
+    labels = torch.cat([labels, torch.tensor([IGNORE])])
+    probs = torch.cat([probs, torch.tensor([[0.5, 0.5]])])
+    student = torch.cat([student, torch.full((1, 3), -50.)])
+    teacher = torch.cat([teacher, torch.full((1, 3), 100.)])
+
+    def as_two_images(pixels):
+        return pixels.t().reshape(pixels.shape[1], 2, 1,
+                                  4).permute(1, 0, 2, 3).contiguous()
+
+    loss = build_loss(num_negatives=4, loss_weight=0.1)
+    loss.memory_bank.push(
+        torch.tensor([0] * 4 + [1] * 4), bank_rows.repeat_interleave(4, 0))
+    student_maps = as_two_images(student).requires_grad_()
+    value, log_vars = loss(
+        student_maps,
+        as_two_images(teacher),
+        as_two_images(probs),
+        labels.reshape(2, 1, 4),
+        num_labeled=2,
+        alpha=20.)
+    expected = expected_two_class_loss(labels[:7], probs[:7], student[:7],
+                                       teacher[:7], bank_rows, 4, 0.5, 0.1)
+    assert value.item() == pytest.approx(expected, abs=1e-5)
+    assert log_vars['num_anchors'].item() == 5
+    # the gradient reaches exactly the anchors: pixels 0-4 (not 5, 6, 7)
+    value.backward()
+    touched = student_maps.grad.abs().sum(1).permute(1, 0, 2).reshape(-1)
+    assert (touched[:5] > 0).all() and (touched[5:] == 0).all()
+
+
 def test_class_weighting_differs_from_anchor_mean():
     labels, probs, student, teacher, bank_rows = two_class_case()
     loss = build_loss(num_negatives=4, loss_weight=1.)
