@@ -363,9 +363,11 @@ class CategoryMemoryBank(nn.Module):
 
         ``masked`` (default: off the CPU) selects between two full gathers
         without a host-device synchronisation; otherwise, as on the CPU,
-        where data-dependent sizes cost no sync, each row is read once from
-        where it lives (half the memory traffic, which bounds this step
-        there). Both give the same result.
+        where data-dependent sizes cost no sync, all rows are gathered from
+        the bank in one ``index_select`` and only the few that this step's
+        push rewrites are then taken from the table (an ``index_put`` of all
+        rows costs several times an ``index_select``). Both give the same
+        result.
         """
         staged = source >= 0
         if masked is None:
@@ -374,11 +376,11 @@ class CategoryMemoryBank(nn.Module):
             return torch.where(
                 staged.unsqueeze(1), self._gather(table, source.clamp(min=0)),
                 self.features.index_select(0, rows))
+        feats = self.features.index_select(0, rows)
         from_table = staged.nonzero(as_tuple=True)[0]
-        from_bank = (~staged).nonzero(as_tuple=True)[0]
-        feats = self.features.new_empty((rows.shape[0], self.feat_channels))
-        feats[from_bank] = self.features.index_select(0, rows[from_bank])
-        feats[from_table] = self._gather(table, source[from_table])
+        feats.index_copy_(
+            0, from_table,
+            self._gather(table, source.index_select(0, from_table)))
         return feats
 
     def sample(
