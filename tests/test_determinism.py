@@ -19,7 +19,8 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from toy_fixtures import one_thread, toy_data_root  # noqa: F401  (fixtures)
-from toy_fixtures import U2PL_CONFIG, toy_runner_cfg, toy_train_cfg_options
+from toy_fixtures import (U2PL_CONFIG, U2PL_NOCONTRAST_CONFIG, toy_runner_cfg,
+                          toy_train_cfg_options)
 
 MAX_ITERS, WARMUP_ITERS = 6, 2
 SEMI_LOSSES = ('unsup.loss_ce', 'contrast.loss_contrast')
@@ -62,20 +63,27 @@ def restore_global_state():
     torch.set_rng_state(rng[2])
 
 
-def train(data_root: str, work_dir: str, seed: int) -> List[Dict[str, bytes]]:
+def train(data_root: str,
+          work_dir: str,
+          seed: int,
+          with_contrast: bool = True,
+          contrast_weight: float = 0.1) -> List[Dict[str, bytes]]:
     """6 iterations (2 supervised, 4 semi-supervised), no validation."""
     options = toy_train_cfg_options(
         data_root,
         max_iters=MAX_ITERS,
         val_interval=MAX_ITERS + 1,
         warmup_iters=WARMUP_ITERS,
-        with_contrast=True)
+        with_contrast=with_contrast)
     options['train_cfg.val_begin'] = MAX_ITERS + 1  # not even at the end
     options['default_hooks.checkpoint.interval'] = MAX_ITERS + 1
-    # every reliable pixel may anchor: the contrastive loss is not 0
-    options['model.contrastive_loss.delta_p'] = 0.0
+    if with_contrast:
+        # every reliable pixel may anchor: the contrastive loss is not 0
+        options['model.contrastive_loss.delta_p'] = 0.0
+        options['model.contrastive_loss.loss_weight'] = contrast_weight
     options['randomness'] = dict(seed=seed, deterministic=True)
-    cfg = toy_runner_cfg(U2PL_CONFIG, work_dir, options)
+    config = U2PL_CONFIG if with_contrast else U2PL_NOCONTRAST_CONFIG
+    cfg = toy_runner_cfg(config, work_dir, options)
     cfg.experiment_name = osp.basename(work_dir)
     runner = Runner.from_cfg(cfg)
     recorder = LossRecorder()
@@ -111,3 +119,35 @@ def test_same_seed_gives_identical_losses(
     # a different seed: other weights and batches from the first iteration
     assert first[0]['loss'] != other[0]['loss']
     assert all(a['loss'] != b['loss'] for a, b in zip(first, other))
+
+
+def test_contrastive_branch_leaves_the_main_random_stream_alone(
+        toy_data_root,  # noqa: F811
+        tmp_path,
+        one_thread,  # noqa: F811
+        restore_global_state):
+    """With the same seed, adding the contrastive branch changes nothing else.
+
+    The branch (representation head: construction, initialisation,
+    dropout; the loss's sampling) draws aside from the main random stream,
+    so with ``loss_weight=0`` full U2PL trains exactly like U2PL without the
+    contrastive term: same warm-up, same CutMix boxes and dropout, same
+    losses bit for bit. Drawn from the main stream, the head's
+    initialisation alone would change every later draw.
+    """
+    plain = train(
+        toy_data_root, str(tmp_path / 'nocontrast'), 0, with_contrast=False)
+    muted = train(
+        toy_data_root,
+        str(tmp_path / 'contrast_weight0'),
+        0,
+        with_contrast=True,
+        contrast_weight=0.0)
+    assert len(plain) == len(muted) == MAX_ITERS
+    for it, (a, b) in enumerate(zip(plain, muted)):
+        shared = {key: value for key, value in b.items() if key in a}
+        assert set(shared) == set(a), it
+        assert shared == a, f'iteration {it + 1} differs'
+    # the muted branch did run: it logged its diagnostics after the warm-up
+    assert as_float(muted[-1]['contrast.num_anchors']) > 0
+    assert 'unsup.pseudo_acc' in plain[-1]

@@ -22,6 +22,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType
 from torch import Tensor
 
+from ..utils.random_stream import separate_random_stream
+
 
 def forward_with_classifier_input(decode_head: nn.Module,
                                   inputs) -> Tuple[Tensor, Tensor]:
@@ -260,6 +262,15 @@ class RepresentationHead(BaseModule):
             out_channels,
             kernel_size=1,
             bias=True)
+
+    def init_weights(self) -> None:
+        """Initialise, drawing from a random stream of its own.
+
+        Adding the head to a model then leaves every other random draw of
+        the run as it was (see :func:`separate_random_stream`).
+        """
+        with separate_random_stream('representation_head.init_weights'):
+            super().init_weights()
 
     def forward(self, cls_feat: Tensor) -> Tensor:
         """Project classifier features to representations.

@@ -13,6 +13,7 @@ from torch.profiler import record_function
 
 from ..heads.representation_head import forward_with_classifier_input
 from ..utils.cutmix import apply_cutmix, cutmix_masks
+from ..utils.random_stream import current_iteration, separate_random_stream
 from ..utils.reliability import (alpha_schedule, entropy,
                                  entropy_filtered_loss)
 from .mean_teacher import MeanTeacherSegmentor
@@ -137,13 +138,22 @@ class U2PL(MeanTeacherSegmentor):
         return merged
 
     def extend_student(self, student: nn.Module) -> None:
-        """Give the student (and so the teacher) the representation head."""
+        """Give the student (and so the teacher) the representation head.
+
+        The contrastive branch (this head's construction, initialisation and
+        dropout, and the loss's sampling) draws its random numbers aside
+        from the main stream (:func:`separate_random_stream`): with the same
+        seed, a run with the branch has the same warm-up, CutMix boxes and
+        decode-head dropout as a run without it, so that an ablation
+        compares the contrastive term and nothing else.
+        """
         if self._representation_head_cfg is None:
             return
         cfg = dict(self._representation_head_cfg)
         if cfg.get('in_channels') is None:
             cfg['in_channels'] = classifier_in_channels(student.decode_head)
-        student.add_module('representation_head', MODELS.build(cfg))
+        with separate_random_stream('representation_head.build'):
+            student.add_module('representation_head', MODELS.build(cfg))
 
     # ------------------------------------------------------------------
     # network passes
@@ -157,7 +167,11 @@ class U2PL(MeanTeacherSegmentor):
             return net.decode_head.forward(feats), feats, None
         logits, cls_feat = forward_with_classifier_input(
             net.decode_head, feats)
-        return logits, feats, net.representation_head(cls_feat)
+        with separate_random_stream(
+                'representation_head', current_iteration(),
+                device=cls_feat.device):
+            rep = net.representation_head(cls_feat)
+        return logits, feats, rep
 
     def _resize(self, logits: Tensor, size) -> Tensor:
         if tuple(logits.shape[-2:]) == tuple(size):
@@ -315,7 +329,10 @@ class U2PL(MeanTeacherSegmentor):
                 resize_labels(label_l, rep_size),
                 resize_labels(label_u, rep_size)
             ])
-        with record_function('u2pl:contrastive_loss'):
+        with record_function('u2pl:contrastive_loss'), \
+                separate_random_stream('contrastive_loss',
+                                       current_iteration(),
+                                       device=rep_s.device):
             # the bank push is committed by `end_step` if the step is kept
             loss, log_vars = self.contrastive_loss(
                 rep_s,
