@@ -259,3 +259,26 @@ def test_benchmark_contrastive_loss_cpu_run():
                  '| one U2PL iteration |',
                  'CPU allocator: freed memory kept for reuse'):
         assert line in out, out
+
+
+# ---------------------------------------------------------------------------
+# step speed
+# ---------------------------------------------------------------------------
+def test_benchmark_step_cpu():
+    """Every variant is timed; the config's teacher-pass setting is marked."""
+    proc = run_tool('benchmark_step.py', [
+        '--crop', '32', '--batch', '2', '--rounds', '1', '--warmup', '0',
+        '--device', 'cpu', '--threads', '1'
+    ])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {
+        line.split(' | ')[0].lstrip('| '): line
+        for line in proc.stdout.splitlines() if line.startswith('| ')
+    }
+    for name in ('supervised (4 images)', 'u2pl-nocontrast', 'u2pl-two-passes',
+                 'u2pl-reuse (the config)', 'teacher_pseudo_labels',
+                 'contrastive_loss', 'backward, optimizer, rest'):
+        assert name in rows, (name, proc.stdout)
+    assert rows['supervised (4 images)'].endswith('| 1.00 |')
+    # the toy config runs one teacher pass; the other setting is timed too
+    assert proc.stdout.count('(the config)') == 1

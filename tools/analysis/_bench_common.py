@@ -40,7 +40,9 @@ VARIANTS = {
     'supervised': 'the student alone on the B_l labeled images',
     'supervised-x2': 'the student alone on B_l + B_u labeled images',
     'u2pl-nocontrast': 'U2PL without the contrastive term (B_l + B_u)',
-    'u2pl': 'full U2PL (B_l + B_u)',
+    'u2pl': 'full U2PL as the config sets it (B_l + B_u)',
+    'u2pl-two-passes': 'full U2PL, a second teacher forward on the mixed '
+    'batch for the contrastive targets (reuse_teacher_forward=False)',
     'u2pl-reuse': 'full U2PL, one teacher forward (reuse_teacher_forward)',
 }
 
@@ -160,9 +162,10 @@ def build_variant(cfg, variant: str, device: torch.device):
         if variant == 'u2pl-nocontrast':
             model_cfg.pop('contrastive_loss', None)
             model_cfg.pop('representation_head', None)
-        elif variant == 'u2pl-reuse':
+        elif variant in ('u2pl-reuse', 'u2pl-two-passes'):
             model_cfg.setdefault('semi_train_cfg', {})
-            model_cfg.semi_train_cfg['reuse_teacher_forward'] = True
+            model_cfg.semi_train_cfg['reuse_teacher_forward'] = \
+                variant == 'u2pl-reuse'
     model = MODELS.build(model_cfg).to(device)
     model.train()
     if not variant.startswith('supervised'):

@@ -9,9 +9,12 @@ on the same number of images (labeled + unlabeled):
   images (what a supervised run of that batch costs);
 * ``floor``: ``supervised`` + one teacher forward on the ``B_u`` unlabeled
   images, the least a U2PL step can cost;
-* ``u2pl-nocontrast`` and ``u2pl``: the real semi-supervised step
-  (``model.train_step``: data preprocessing and optimizer step included,
-  as in every variant).
+* ``u2pl-nocontrast``, ``u2pl-two-passes`` and ``u2pl-reuse``: the real
+  semi-supervised step (``model.train_step``: data preprocessing and
+  optimizer step included, as in every variant), without the contrastive
+  term, and with it with ``reuse_teacher_forward`` off (a second teacher
+  forward on the mixed batch for the contrastive targets, as in the paper)
+  and on (one teacher forward); the table marks the config's setting.
 
 It then splits the full U2PL step into its parts (teacher forwards, CutMix,
 student, supervised/unsupervised/contrastive losses) with the profiler scopes
@@ -47,6 +50,7 @@ from _bench_common import add_allocator_argument, use_training_allocator
 
 DEFAULT_CONFIG = ('configs/u2pl/'
                   'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
+SEMI_VARIANTS = ('u2pl-nocontrast', 'u2pl-two-passes', 'u2pl-reuse')
 SCOPES = ('u2pl:teacher_pseudo_labels', 'u2pl:cutmix', 'u2pl:student',
           'u2pl:sup_loss', 'u2pl:unsup_loss', 'u2pl:teacher_contrast',
           'u2pl:contrastive_loss')
@@ -57,13 +61,17 @@ def build(args, device):
     cfg = load_bench_config(args.config, device, crop=args.crop)
     models = {
         name: build_variant(cfg, name, device)
-        for name in ('u2pl', 'u2pl-reuse', 'u2pl-nocontrast', 'supervised')
+        for name in SEMI_VARIANTS + ('supervised', )
     }
     set_train_progress(1, 100)
     wrappers = {
         name: build_bench_optim_wrapper(cfg, model, device, args.amp_on)
         for name, model in models.items()
     }
+    # the row and the profile of the config's own setting
+    reuse = (cfg.model.get('semi_train_cfg')
+             or {}).get('reuse_teacher_forward', False)
+    args.configured = 'u2pl-reuse' if reuse else 'u2pl-two-passes'
     semi_batch = fake_batch('u2pl', cfg, args.batch, args.crop)
     # the supervised step sees as many images as the U2PL step
     sup_batch = fake_batch('supervised-x2', cfg, args.batch, args.crop)
@@ -99,7 +107,10 @@ def main():
 
 def run(args, device):
     models, wrappers, semi_batch, sup_batch = build(args, device)
-    semi, supervised = models['u2pl'], models['supervised']
+    configured = args.configured
+    # the teacher forward on B_u alone is the same with or without the
+    # contrastive branch
+    semi, supervised = models['u2pl-nocontrast'], models['supervised']
 
     def teacher_forward():
         with torch.no_grad():
@@ -119,7 +130,7 @@ def run(args, device):
         return lambda: models[name].train_step(
             copy.deepcopy(semi_batch), wrappers[name])
 
-    for name in ('u2pl-nocontrast', 'u2pl', 'u2pl-reuse'):
+    for name in SEMI_VARIANTS:
         steps[name] = semi_step(name)
     times = {name: [] for name in steps}
     for round_idx in range(args.warmup + args.rounds):
@@ -141,17 +152,18 @@ def run(args, device):
     print(f'| supervised ({2 * args.batch} images) | {sup:.1f} | 1.00 |')
     print(f'| floor (supervised + teacher forward on B_u) | {floor:.1f} | '
           f'{floor / sup:.2f} |')
-    for name in ('u2pl-nocontrast', 'u2pl', 'u2pl-reuse'):
-        print(f'| {name} | {med[name]:.1f} | {med[name] / sup:.2f} |')
+    for name in SEMI_VARIANTS:
+        label = f'{name} (the config)' if name == configured else name
+        print(f'| {label} | {med[name]:.1f} | {med[name] / sup:.2f} |')
 
-    # where the full U2PL step spends its time
+    # where the full U2PL step (as configured) spends its time
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU]
     if device.type == 'cuda':
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         for _ in range(3):
-            steps['u2pl']()
+            steps[configured]()
             sync(device)
     totals = {}
     for event in prof.key_averages():
@@ -167,10 +179,10 @@ def run(args, device):
     for scope in SCOPES:
         if scope in totals:
             print(f'| {scope[5:]} | {totals[scope]:.1f} | '
-                  f'{100 * totals[scope] / med["u2pl"]:.1f} % |')
-    rest = med['u2pl'] - sum(totals.values())
+                  f'{100 * totals[scope] / med[configured]:.1f} % |')
+    rest = med[configured] - sum(totals.values())
     print(f'| backward, optimizer, rest | {rest:.1f} | '
-          f'{100 * rest / med["u2pl"]:.1f} % |')
+          f'{100 * rest / med[configured]:.1f} % |')
     if device.type == 'cuda':
         print(f'\npeak GPU memory: '
               f'{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB')
