@@ -106,6 +106,9 @@ def setup(toy_data_root, tmp_path_factory):  # noqa: F811
         with_contrast=True)
     options['model.contrastive_loss.delta_p'] = 0.0  # anchors from the start
     options['log_processor.window_size'] = 1  # log each iteration's values
+    # a seed per rank: the ranks' random states differ, so that the test
+    # sees each one kept (with one seed they draw the same main stream)
+    options['randomness.diff_rank_seed'] = True
     env = dict(
         os.environ,
         OMP_NUM_THREADS='1',
