@@ -215,6 +215,30 @@ def test_full_config_trains_and_logs(full_run):
     assert any('representation_head' in k for k in state)
 
 
+def test_channels_last_training(full_run, toy_data_root, tmp_path):  # noqa
+    """``model.channels_last=True`` trains, with NHWC weights throughout.
+
+    The checkpoint has the keys and shapes of a default-layout run and its
+    convolution weights are saved in the NHWC layout they were trained in.
+    (Random initialisation fills memory in order, so the same seed gives
+    other initial weights than the default layout: losses are not compared
+    here; ``test_u2pl.py`` compares them with equal weights.)
+    """
+    work_dir = str(tmp_path / 'channels_last')
+    options = full_options(toy_data_root)
+    options['model.channels_last'] = True
+    train(U2PL_CONFIG, work_dir, options)
+    check_trained(work_dir, with_contrast=True, warmup=FULL_WARMUP)
+    state = state_dict_of(osp.join(work_dir, 'iter_6.pth'))
+    plain = state_dict_of(osp.join(full_run, 'iter_6.pth'))
+    assert {k: v.shape for k, v in state.items()} == \
+        {k: v.shape for k, v in plain.items()}
+    for key in ('student.backbone.stem.0.weight',
+                'teacher.representation_head.conv_rep.weight'):
+        assert state[key].is_contiguous(memory_format=torch.channels_last)
+        assert plain[key].is_contiguous()
+
+
 # ---------------------------------------------------------------------------
 # (c): resume
 # ---------------------------------------------------------------------------

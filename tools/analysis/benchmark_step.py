@@ -24,9 +24,11 @@ Examples::
 
     # CPU, the toy configuration (64x64 crops, 4 + 4 images)
     python tools/analysis/benchmark_step.py
-    # GPU, the paper's VOC setting (ResNet-101, 513 crop, 4 + 4), AMP on/off
+    # GPU, the paper's VOC setting (ResNet-101, 513 crop, 4 + 4), AMP on/off,
+    # with contiguous and with channels-last weights
     python tools/analysis/benchmark_step.py --crop 513 --batch 4 \
-        --amp both --config configs/voc/u2pl_*_voc-classic-366-513x513.py
+        --amp both --channels-last both \
+        --config configs/voc/u2pl_*_voc-classic-366-513x513.py
 """
 import argparse
 import copy
@@ -63,6 +65,10 @@ def build(args, device):
         name: build_variant(cfg, name, device)
         for name in SEMI_VARIANTS + ('supervised', )
     }
+    if args.channels_last_on:
+        # U2PL's `channels_last=True` converts student and teacher this way
+        for model in models.values():
+            model.to(memory_format=torch.channels_last)
     set_train_progress(1, 100)
     wrappers = {
         name: build_bench_optim_wrapper(cfg, model, device, args.amp_on)
@@ -92,6 +98,12 @@ def main():
     parser.add_argument('--device', default=None)
     parser.add_argument('--amp', choices=['off', 'on', 'both'], default='off')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--channels-last',
+        choices=['off', 'on', 'both'],
+        default='off',
+        help='4-D weights in channels-last memory format (the segmentor\'s '
+        '`channels_last=True`), for every variant')
     add_allocator_argument(parser)
     args = parser.parse_args()
     device = torch.device(
@@ -99,10 +111,11 @@ def main():
     use_training_allocator(device, args.default_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
-    amps = {'off': [False], 'on': [True], 'both': [False, True]}[args.amp]
-    for amp in amps:
-        args.amp_on = amp
-        run(args, device)
+    choices = {'off': [False], 'on': [True], 'both': [False, True]}
+    for channels_last in choices[args.channels_last]:
+        for amp in choices[args.amp]:
+            args.amp_on, args.channels_last_on = amp, channels_last
+            run(args, device)
 
 
 def run(args, device):
@@ -145,6 +158,7 @@ def run(args, device):
     sup = med['supervised']
     floor = sup + med['teacher forward (B_u)']
     print(f'\ndevice: {device}, AMP: {"on" if args.amp_on else "off"}, '
+          f'channels-last: {"on" if args.channels_last_on else "off"}, '
           f'crop {args.crop}, {args.batch} labeled + {args.batch} unlabeled '
           f'images, {args.rounds} rounds (median)\n')
     print('| step | ms / iter | ratio to supervised |')

@@ -69,7 +69,7 @@ class U2PL(MeanTeacherSegmentor):
             ``reuse_teacher_forward`` (False: step 4), and the non-finite
             loss handling of :class:`MeanTeacherSegmentor` (``nonfinite_loss``,
             ``max_consecutive_nonfinite``). Unknown keys are rejected.
-        data_preprocessor, semi_test_cfg, init_cfg: See
+        data_preprocessor, semi_test_cfg, channels_last, init_cfg: See
             :class:`MeanTeacherSegmentor`.
 
     Example:
@@ -94,6 +94,7 @@ class U2PL(MeanTeacherSegmentor):
                  data_preprocessor: OptConfigType = None,
                  semi_train_cfg: OptConfigType = None,
                  semi_test_cfg: OptConfigType = None,
+                 channels_last: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
         if contrastive_loss is not None and representation_head is None:
             raise ValueError(
@@ -105,6 +106,7 @@ class U2PL(MeanTeacherSegmentor):
             data_preprocessor=data_preprocessor,
             semi_train_cfg=semi_train_cfg,
             semi_test_cfg=semi_test_cfg,
+            channels_last=channels_last,
             init_cfg=init_cfg)
         self.semi_train_cfg = self._with_defaults(self.semi_train_cfg)
         self.contrastive_loss = None

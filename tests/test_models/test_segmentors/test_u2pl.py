@@ -484,6 +484,49 @@ def test_train_step_through_the_data_preprocessor():
         assert torch.equal(value, teacher_before[key]), key
 
 
+def test_channels_last_keeps_weights_nhwc_and_the_losses():
+    """``channels_last=True``: same losses and gradients, NHWC weights.
+
+    Built from the same seed, both models hold the same weights; only the
+    memory layout of the 4-D ones differs. A state dict copied into the
+    channels-last model (as checkpoint loading and the EMA do) keeps it.
+    """
+    cfg = tiny_u2pl_cfg(with_contrast=True, cutmix=dict(prob=1.))
+    plain = build_model(cfg)
+    nhwc = build_model(dict(cfg, channels_last=True))
+    nhwc.load_state_dict(plain.state_dict())
+    convs = [(name, p) for name, p in nhwc.named_parameters() if p.dim() == 4]
+    assert any(
+        name.startswith('student.representation_head')
+        for name, _ in convs) and any(
+            name.startswith('teacher.') for name, _ in convs)
+    for name, param in convs:
+        assert param.is_contiguous(memory_format=torch.channels_last), name
+    assert plain.student.backbone.stem[0].weight.is_contiguous()
+    set_train_progress(1, 10)
+    results = []
+    for model in (plain, nhwc):
+        model.train()
+        model.semi_active = True
+        torch.manual_seed(3)  # the same CutMix boxes and dropout masks
+        inputs, samples = make_semi_batch(2, 2, size=32)
+        losses = model.loss(inputs, samples)
+        total = sum(v for k, v in losses.items() if 'loss' in k)
+        total.backward()
+        model.contrastive_loss.discard_update()
+        results.append(
+            (losses, model.student.backbone.stem[0].weight.grad.clone()))
+    (plain_losses, plain_grad), (nhwc_losses, nhwc_grad) = results
+    assert set(plain_losses) == set(nhwc_losses)
+    for key, value in plain_losses.items():
+        torch.testing.assert_close(
+            nhwc_losses[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    # other summation orders: compare on the scale of the largest entry
+    torch.testing.assert_close(
+        nhwc_grad, plain_grad, rtol=0, atol=1e-3 * plain_grad.abs().max())
+    assert not torch.equal(plain_grad, torch.zeros_like(plain_grad))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_semi_step_on_cuda():
     model = build_model(
