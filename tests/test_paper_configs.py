@@ -38,6 +38,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, MODELS
 from mmseg.structures import SegDataSample
 from PIL import Image
+from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 
 import mmseg_u2pl  # noqa: F401  (registers the package's modules)
 from mmseg_u2pl.datasets.splits import check_split
@@ -624,15 +625,8 @@ def _lr_of(optim_wrapper, param: torch.Tensor) -> float:
     raise KeyError('parameter not optimised')
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_voc_u2pl_network_trains_one_iteration(fake_root, one_thread):
+@pytest.mark.usefixtures('one_thread')
+def test_voc_u2pl_network_trains_one_iteration(fake_root):
     cfg = load(voc_config(92))
     torch.manual_seed(0)
     model = MODELS.build(model_cfg_for_test(cfg))
@@ -683,7 +677,8 @@ def test_voc_u2pl_network_trains_one_iteration(fake_root, one_thread):
     run_val_step(sup_cfg, sup_model, fake_root)
 
 
-def test_cityscapes_u2pl_network_trains_one_iteration(fake_root, one_thread):
+@pytest.mark.usefixtures('one_thread')
+def test_cityscapes_u2pl_network_trains_one_iteration(fake_root):
     cfg = load(cityscapes_config(186))
     torch.manual_seed(0)
     model = MODELS.build(model_cfg_for_test(cfg))
@@ -761,7 +756,8 @@ def _shrink_for_runner(cfg: Config, work_dir: str) -> Config:
     return cfg
 
 
-def test_voc_u2pl_epoch_schedule_runs_in_the_runner(tmp_path, one_thread):
+@pytest.mark.usefixtures('one_thread')
+def test_voc_u2pl_epoch_schedule_runs_in_the_runner(tmp_path):
     """Epochs, warm-up epoch, teacher/student validation, best teacher."""
     from mmengine.runner import Runner
     root = make_fake_tree(str(tmp_path / 'data'))
@@ -798,7 +794,8 @@ def mmpretrain_unavailable() -> str:
 
 
 @pytest.mark.parametrize('name', ['r50', 'segformer', 'convnext'])
-def test_other_backbones_train_one_iteration(fake_root, one_thread, name):
+@pytest.mark.usefixtures('one_thread')
+def test_other_backbones_train_one_iteration(fake_root, name):
     if name == 'convnext':
         reason = mmpretrain_unavailable()
         if reason:
