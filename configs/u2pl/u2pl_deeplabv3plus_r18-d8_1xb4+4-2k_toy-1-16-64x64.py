@@ -4,9 +4,9 @@ model = dict(
     # one teacher pass on [labeled; unmixed unlabeled] gives the
     # pseudo-labels and the contrastive targets (its unlabeled features are
     # mixed with the CutMix boxes) instead of a second pass on the mixed
-    # batch as in the paper: same teacher mIoU over 4 seeds, 0.1 lower on
-    # average; the step costs 1.49x the supervised step instead of 1.62x
-    # (docs/benchmarks.md)
+    # batch as in the paper: same teacher mIoU over 4 seeds (0.1 lower on
+    # average, every seed within 0.3), and the step costs 1.49-1.52x the
+    # supervised step instead of 1.64-1.67x (docs/benchmarks.md)
     semi_train_cfg=dict(reuse_teacher_forward=True),
     representation_head=dict(
         type='RepresentationHead', channels=64, out_channels=64),
