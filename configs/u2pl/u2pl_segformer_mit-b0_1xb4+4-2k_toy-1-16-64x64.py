@@ -42,7 +42,8 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-4, betas=(0.9, 0.999), weight_decay=0.01),
+    optimizer=dict(
+        type='AdamW', lr=6e-4, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(custom_keys=dict(
         pos_block=dict(decay_mult=0.), norm=dict(decay_mult=0.),
         head=dict(lr_mult=10.))))
