@@ -239,6 +239,21 @@ def test_channels_last_training(full_run, toy_data_root, tmp_path):  # noqa
         assert plain[key].is_contiguous()
 
 
+def test_alpha_decay_from_the_warmup_end(toy_data_root, tmp_path):  # noqa
+    """``alpha_decay_start='warmup_end'``: alpha_t starts at alpha_0 when
+    the semi-supervised iterations begin and falls to 0 over them."""
+    work_dir = str(tmp_path / 'alpha_warmup_end')
+    options = toy_train_cfg_options(
+        toy_data_root, warmup_iters=NOCONTRAST_WARMUP)
+    options['model.semi_train_cfg.alpha_decay_start'] = 'warmup_end'
+    train(U2PL_NOCONTRAST_CONFIG, work_dir, options)
+    records = train_records(work_dir)
+    # logged iteration i is runner.iter i - 1; t_w = 2 of T = 6
+    alphas = [records[i]['unsup.alpha_t'] for i in range(3, 7)]
+    assert alphas == pytest.approx([20., 15., 10., 5.], rel=1e-5)
+    assert all('unsup.alpha_t' not in records[i] for i in (1, 2))
+
+
 # ---------------------------------------------------------------------------
 # (c): resume
 # ---------------------------------------------------------------------------

@@ -171,7 +171,8 @@ class MeanTeacherHook(Hook):
     ``semi_active`` flag, like ``MeanTeacherSegmentor``. With ``t_w`` the
     warm-up length in iterations and ``runner.iter`` the 0-based iteration:
 
-    * before every iteration, ``model.semi_active = runner.iter >= t_w``;
+    * before training, ``model.warmup_iters = t_w``; before every
+      iteration, ``model.semi_active = runner.iter >= t_w``;
     * before iteration ``t_w`` (the end of the warm-up), or before training
       when ``t_w == 0``, the teacher becomes an exact copy of the student
       (parameters and buffers);
@@ -262,6 +263,7 @@ class MeanTeacherHook(Hook):
         else:
             self.t_w = self.warmup_iters or 0
         model = self._get_model(runner)
+        model.warmup_iters = self.t_w
         # Fail at start when the batch does not fit the unlabeled set.
         dataloader = runner.train_dataloader
         dataset = getattr(dataloader, 'dataset', None)

@@ -173,6 +173,9 @@ class MeanTeacherSegmentor(BaseSegmentor):
             self.teacher.to(memory_format=torch.channels_last)
         #: set by MeanTeacherHook before every training iteration
         self.semi_active: Optional[bool] = None
+        #: the warm-up length ``t_w`` in iterations, set by MeanTeacherHook
+        #: before training
+        self.warmup_iters: Optional[int] = None
         #: whether the last :meth:`loss` was non-finite and undone (read by
         #: MeanTeacherHook: no optimizer update, no teacher update)
         self.step_skipped = False

@@ -21,6 +21,10 @@ from .mean_teacher import MeanTeacherSegmentor
 DEFAULT_SEMI_TRAIN_CFG = dict(
     unsup_weight=1.0,  # lambda_u
     alpha_0=20.0,  # initial % of unreliable pixels
+    # where the linear decay of alpha_t starts: 'train_start' (paper:
+    # alpha_0 * (1 - t / T)) or 'warmup_end' (over the semi-supervised
+    # iterations only, from t_w: alpha_t = alpha_0 when they begin)
+    alpha_decay_start='train_start',
     cutmix=dict(prob=0.5, area_ratio=0.5, per_sample=False),
     ignore_index=255,
     # one teacher pass on [labeled; unmixed unlabeled] serves both the
@@ -30,6 +34,7 @@ DEFAULT_SEMI_TRAIN_CFG = dict(
     reuse_teacher_forward=False,
 )
 CUTMIX_KEYS = ('prob', 'area_ratio', 'per_sample')
+ALPHA_DECAY_STARTS = ('train_start', 'warmup_end')
 
 
 @MODELS.register_module()
@@ -64,7 +69,11 @@ class U2PL(MeanTeacherSegmentor):
             ``dict(type='UnreliableContrastiveLoss')``; ``num_classes`` and
             ``feat_channels`` are inferred when omitted. None disables it.
         semi_train_cfg (OptConfigType): ``unsup_weight`` (lambda_u, 1.0),
-            ``alpha_0`` (20, %), ``cutmix`` (``prob`` 0.5, ``area_ratio``
+            ``alpha_0`` (20, %), ``alpha_decay_start`` (``'train_start'``:
+            ``alpha_t = alpha_0 (1 - t / T)`` as in the paper;
+            ``'warmup_end'``: the decay runs over the semi-supervised
+            iterations only, from ``alpha_0`` at the end of the warm-up),
+            ``cutmix`` (``prob`` 0.5, ``area_ratio``
             0.5, ``per_sample`` False), ``ignore_index`` (255),
             ``reuse_teacher_forward`` (False: step 4), and the non-finite
             loss handling of :class:`MeanTeacherSegmentor` (``nonfinite_loss``,
@@ -137,6 +146,11 @@ class U2PL(MeanTeacherSegmentor):
                 f'Unknown key(s) {unknown} in model.semi_train_cfg.cutmix; '
                 f'known keys: {list(CUTMIX_KEYS)}.')
         merged['cutmix'] = cutmix
+        if merged['alpha_decay_start'] not in ALPHA_DECAY_STARTS:
+            raise ValueError(
+                'model.semi_train_cfg.alpha_decay_start must be one of '
+                f'{list(ALPHA_DECAY_STARTS)}, got '
+                f'{merged["alpha_decay_start"]!r}.')
         return merged
 
     def extend_student(self, student: nn.Module) -> None:
@@ -233,7 +247,8 @@ class U2PL(MeanTeacherSegmentor):
         num_l, num_u = img_l.shape[0], img_u.shape[0]
         crop = img_u.shape[-2:]
         cur_iter, max_iters = self.train_progress()
-        alpha_t = alpha_schedule(cfg['alpha_0'], cur_iter, max_iters)
+        alpha_t = alpha_schedule(cfg['alpha_0'], cur_iter, max_iters,
+                                 self._alpha_decay_start_iter())
 
         # 1. pseudo-labels from the teacher, at the crop size
         with_rep = self.contrastive_loss is not None
@@ -285,6 +300,18 @@ class U2PL(MeanTeacherSegmentor):
         self._record_for_visualisation(img_u, pseudo_u, entropy_u, kept,
                                        valid_u)
         return losses
+
+    def _alpha_decay_start_iter(self) -> int:
+        """``t_0`` of :func:`alpha_schedule` (``alpha_decay_start``)."""
+        if self.semi_train_cfg['alpha_decay_start'] == 'train_start':
+            return 0
+        if self.warmup_iters is None:
+            raise RuntimeError(
+                'model.semi_train_cfg.alpha_decay_start="warmup_end" needs '
+                'the warm-up length, which MeanTeacherHook sets before '
+                'training: add `custom_hooks = [dict(type="MeanTeacherHook", '
+                '...)]` to the config.')
+        return self.warmup_iters
 
     def _contrastive(self,
                      rep_s: Tensor,

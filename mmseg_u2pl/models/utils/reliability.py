@@ -14,23 +14,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def alpha_schedule(alpha_0: float, cur_iter: int, max_iters: int) -> float:
+def alpha_schedule(alpha_0: float,
+                   cur_iter: int,
+                   max_iters: int,
+                   start_iter: int = 0) -> float:
     """Share (in %) of unreliable pixels at iteration ``t``.
 
-    ``alpha_t = alpha_0 * (1 - t / T)``, clipped to ``[0, alpha_0]``.
+    ``alpha_t = alpha_0 * (1 - (t - t_0) / (T - t_0))``, clipped to
+    ``[0, alpha_0]``. The paper decays over the whole schedule (``t_0 = 0``);
+    ``t_0`` = the end of the supervised warm-up decays over the
+    semi-supervised iterations only.
 
     Args:
         alpha_0 (float): Initial share in percent (paper: 20).
         cur_iter (int): Current iteration ``t`` (0-based).
         max_iters (int): Total iterations ``T``.
+        start_iter (int): Iteration ``t_0`` where the decay starts (``alpha_t
+            = alpha_0`` up to there). Defaults to 0.
 
     Returns:
         float: ``alpha_t`` in percent.
     """
-    if max_iters <= 0:
-        raise ValueError(f'max_iters must be positive, got {max_iters}')
-    progress = min(max(cur_iter / max_iters, 0.), 1.)
-    return float(alpha_0) * (1. - progress)
+    if not 0 <= start_iter < max_iters:
+        raise ValueError(f'alpha_schedule: need 0 <= start_iter < max_iters, '
+                         f'got start_iter={start_iter}, max_iters={max_iters}')
+    progress = (cur_iter - start_iter) / (max_iters - start_iter)
+    return float(alpha_0) * (1. - min(max(progress, 0.), 1.))
 
 
 def entropy(probs: Tensor, dim: int = 1) -> Tensor:

@@ -88,6 +88,20 @@ def test_unknown_semi_train_cfg_keys_are_named():
         build_model(tiny_u2pl_cfg(cutmix=dict(probability=1.)))
 
 
+def test_alpha_decay_start_is_checked():
+    with pytest.raises(ValueError, match="alpha_decay_start.*'warmup'"):
+        build_model(tiny_u2pl_cfg(alpha_decay_start='warmup'))
+    # 'warmup_end' needs the warm-up length that MeanTeacherHook sets
+    model = u2pl(alpha_decay_start='warmup_end')
+    set_train_progress(3, 10)
+    inputs, samples = batch()
+    with pytest.raises(RuntimeError, match='MeanTeacherHook'):
+        model.loss(inputs, samples)
+    model.warmup_iters = 2
+    assert model.loss(inputs, samples)['unsup.alpha_t'].item() == \
+        pytest.approx(20 * (1 - (3 - 2) / (10 - 2)))
+
+
 def test_contrastive_loss_needs_a_representation_head():
     cfg = tiny_u2pl_cfg(with_contrast=True)
     del cfg['representation_head']
@@ -101,6 +115,7 @@ def test_defaults_are_the_papers():
     assert cfg['unsup_weight'] == 1.0 and cfg['alpha_0'] == 20.0
     assert cfg['cutmix'] == dict(prob=0.5, area_ratio=0.5, per_sample=False)
     assert cfg['ignore_index'] == 255
+    assert cfg['alpha_decay_start'] == 'train_start'  # alpha_0 (1 - t / T)
     # a partial cutmix dict keeps the other defaults
     model = build_model(tiny_u2pl_cfg(cutmix=dict(prob=1.)))
     assert model.semi_train_cfg['cutmix'] == dict(

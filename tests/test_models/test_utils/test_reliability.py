@@ -22,6 +22,17 @@ def test_alpha_schedule_linear_decay():
         alpha_schedule(20, 0, 0)
 
 
+def test_alpha_schedule_from_a_later_start():
+    # alpha_t = alpha_0 * (1 - (t - t_0) / (T - t_0)), alpha_0 before t_0
+    assert alpha_schedule(20, 0, 100, start_iter=60) == pytest.approx(20.)
+    assert alpha_schedule(20, 60, 100, start_iter=60) == pytest.approx(20.)
+    assert alpha_schedule(20, 70, 100, start_iter=60) == pytest.approx(15.)
+    assert alpha_schedule(20, 90, 100, start_iter=60) == pytest.approx(5.)
+    assert alpha_schedule(20, 100, 100, start_iter=60) == pytest.approx(0.)
+    with pytest.raises(ValueError, match='start_iter=100'):
+        alpha_schedule(20, 0, 100, start_iter=100)
+
+
 def test_entropy_hand_computed():
     probs = torch.tensor([[1., 0., 0.], [0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]])
     ent = entropy(probs, dim=1)
