@@ -275,7 +275,10 @@ def test_benchmark_step_cpu():
         line.split(' | ')[0].lstrip('| '): line
         for line in proc.stdout.splitlines() if line.startswith('| ')
     }
-    for name in ('supervised (4 images)', 'u2pl-nocontrast', 'u2pl-two-passes',
+    for name in ('supervised (4 images)',
+                 'floor (supervised + teacher forward on B_u)',
+                 'floor with L_c (supervised + teacher forward on B_l + B_u)',
+                 'u2pl-nocontrast', 'u2pl-two-passes',
                  'u2pl-reuse (the config)', 'teacher_pseudo_labels',
                  'contrastive_loss', 'backward, optimizer, rest'):
         assert name in rows, (name, proc.stdout)

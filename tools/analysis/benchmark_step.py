@@ -9,6 +9,10 @@ on the same number of images (labeled + unlabeled):
   images (what a supervised run of that batch costs);
 * ``floor``: ``supervised`` + one teacher forward on the ``B_u`` unlabeled
   images, the least a U2PL step can cost;
+* ``floor with L_c``: ``supervised`` + one teacher forward on all
+  ``B_l + B_u`` images, the least a step with the contrastive term can
+  cost (it needs teacher probabilities and features of the labeled pixels
+  too: prototypes, anchor and negative candidates);
 * ``u2pl-nocontrast``, ``u2pl-two-passes`` and ``u2pl-reuse``: the real
   semi-supervised step (``model.train_step``: data preprocessing and
   optimizer step included, as in every variant), without the contrastive
@@ -125,18 +129,22 @@ def run(args, device):
     # contrastive branch
     semi, supervised = models['u2pl-nocontrast'], models['supervised']
 
-    def teacher_forward():
+    def teacher_forward(branches):
         with torch.no_grad():
             inputs = semi.data_preprocessor(copy.deepcopy(semi_batch),
-                                            True)['inputs']['unlabeled']
-            semi._run(semi.teacher, inputs, False)
+                                            True)['inputs']
+            semi._run(semi.teacher,
+                      torch.cat([inputs[branch] for branch in branches]),
+                      False)
 
     steps = {
         'supervised':
         lambda: supervised.train_step(
             copy.deepcopy(sup_batch), wrappers['supervised']),
         'teacher forward (B_u)':
-        teacher_forward,
+        lambda: teacher_forward(['unlabeled']),
+        'teacher forward (B_l + B_u)':
+        lambda: teacher_forward(['labeled', 'unlabeled']),
     }
 
     def semi_step(name):
@@ -157,6 +165,7 @@ def run(args, device):
     med = {name: statistics.median(v) * 1000 for name, v in times.items()}
     sup = med['supervised']
     floor = sup + med['teacher forward (B_u)']
+    floor_contrast = sup + med['teacher forward (B_l + B_u)']
     print(f'\ndevice: {device}, AMP: {"on" if args.amp_on else "off"}, '
           f'channels-last: {"on" if args.channels_last_on else "off"}, '
           f'crop {args.crop}, {args.batch} labeled + {args.batch} unlabeled '
@@ -166,6 +175,8 @@ def run(args, device):
     print(f'| supervised ({2 * args.batch} images) | {sup:.1f} | 1.00 |')
     print(f'| floor (supervised + teacher forward on B_u) | {floor:.1f} | '
           f'{floor / sup:.2f} |')
+    print(f'| floor with L_c (supervised + teacher forward on B_l + B_u) | '
+          f'{floor_contrast:.1f} | {floor_contrast / sup:.2f} |')
     for name in SEMI_VARIANTS:
         label = f'{name} (the config)' if name == configured else name
         print(f'| {label} | {med[name]:.1f} | {med[name] / sup:.2f} |')
