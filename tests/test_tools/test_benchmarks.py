@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from toy_fixtures import toy_data_root  # noqa: F401  (pytest fixture)
 from toy_fixtures import REPO_ROOT, as_cli_options, toy_train_cfg_options
 
@@ -285,3 +286,80 @@ def test_benchmark_step_cpu():
     assert rows['supervised (4 images)'].endswith('| 1.00 |')
     # the toy config runs one teacher pass; the other setting is timed too
     assert proc.stdout.count('(the config)') == 1
+
+
+# ---------------------------------------------------------------------------
+# host reads (synchronisations on a GPU)
+# ---------------------------------------------------------------------------
+def test_host_read_counter_hand_counted():
+    counter = load_tool('count_host_syncs').HostReadCounter()
+    x = torch.arange(6)
+    original_bool = torch.Tensor.__bool__
+    with counter.watch():
+        assert torch.Tensor.__bool__ is not original_bool
+        _ = x[x > 2]  # boolean-mask read
+        y = x.clone()
+        y[y > 4] = 0  # boolean-mask write
+        _ = bool(x.any())
+        _ = x.nonzero()
+        _ = torch.where(x > 1)  # one argument: nonzero
+        _ = float(x.sum())
+        _ = torch.unique(x)  # counted once, whatever it calls inside
+        # no host reads: shapes, masked arithmetic, three-argument where
+        _ = torch.where(x > 1, x, 0).sum() + x.shape[0]
+        _ = x[1:3]
+    assert counter.total == 7
+    kinds = sorted(kind for _, kind in counter.counts)
+    assert kinds == sorted([
+        'boolean-mask read', 'boolean-mask write', 'bool', 'nonzero',
+        'torch.where', 'float', 'torch.unique'
+    ])
+    # every site is this file
+    assert all(
+        site.startswith('tests/test_tools/test_benchmarks.py:')
+        for site, _ in counter.counts)
+    # the patches are gone after the block
+    _ = bool(x.any())
+    assert counter.total == 7 and torch.Tensor.__bool__ is original_bool
+    # reads inside torch.optim (CPU step counters) are tallied apart
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    param.grad = torch.ones(3)
+    with counter.watch():
+        optimizer.step()
+    assert counter.total == 7 and counter.optimizer_reads > 0
+
+
+def test_count_host_syncs_cpu_run():
+    """The U2PL step reads the host only where it must.
+
+    A regression guard: a new ``.item()``, ``bool(tensor)``, ``nonzero``
+    or boolean-mask indexing in the segmentor or the losses fails here.
+    """
+    proc = run_tool('count_host_syncs.py',
+                    ['--crop', '32', '--batch', '2', '--device', 'cpu'])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = proc.stdout.split('host reads in one training step')
+    assert len(tables) == 3, proc.stdout
+
+    def ours(table):
+        return sorted(
+            line.split(' | ')[0].lstrip('| ').split(':')[0] + ' ' +
+            line.split('(')[1].split(')')[0] for line in table.splitlines()
+            if line.startswith('| mmseg_u2pl/'))
+
+    # without the contrastive term: the non-finite loss check only
+    assert ours(tables[1]) == [
+        'mmseg_u2pl/models/segmentors/mean_teacher.py nonfinite_loss_terms'
+    ]
+    # with it: the label check, the candidate counts (which size the bank
+    # push), the push's finite-row check and, on the CPU only, the bank's
+    # sampling of staged rows (a masked form on GPUs)
+    assert ours(tables[2]) == [
+        'mmseg_u2pl/models/losses/contrastive_loss.py _check_inputs',
+        'mmseg_u2pl/models/losses/contrastive_loss.py _update_memory_bank',
+        'mmseg_u2pl/models/losses/memory_bank.py _gather_staged',
+        'mmseg_u2pl/models/losses/memory_bank.py _plan_push',
+        'mmseg_u2pl/models/segmentors/mean_teacher.py nonfinite_loss_terms',
+    ]
+    assert '| u2pl | 7 | CUDA only |' in proc.stdout, proc.stdout

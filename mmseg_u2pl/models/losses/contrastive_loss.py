@@ -520,17 +520,21 @@ class UnreliableContrastiveLoss(nn.Module):
         Returns:
             int: Number of candidates pushed (all ranks).
         """
-        class_ids, pixels = negative_mask.t().nonzero(as_tuple=True)
+        # the candidate counts are the step's one host read here (a
+        # synchronisation on a GPU): they size the compaction and decide
+        # whether a class exceeds its quota
+        counts = negative_mask.sum(dim=0)
+        host_counts = counts.tolist()
+        world_size = dist.get_world_size()
+        quota_list = [(capacity + world_size - 1) // world_size
+                      for capacity in self.memory_bank.capacities]
         # class-major, pixels ascending; kept so below, so that every class
-        # writes its ring sequentially. The random subset is drawn only when
-        # a class exceeds its quota.
-        bank = self.memory_bank
-        quota = torch.div(
-            bank.capacity + dist.get_world_size() - 1,
-            dist.get_world_size(),
-            rounding_mode='floor')
-        counts = torch.bincount(class_ids, minlength=self.num_classes)
-        if bool((counts > quota).any()):
+        # writes its ring sequentially
+        class_ids, pixels = torch.nonzero_static(
+            negative_mask.t(), size=sum(host_counts)).unbind(dim=1)
+        # the random subset is drawn only when a class exceeds its quota
+        if any(num > limit for num, limit in zip(host_counts, quota_list)):
+            quota = torch.tensor(quota_list, device=counts.device)
             num_rows = class_ids.shape[0]
             starts = torch.cumsum(counts, 0) - counts
             # random order inside each class (ids are non-negative ints)
@@ -540,22 +544,25 @@ class UnreliableContrastiveLoss(nn.Module):
             sorted_ids = class_ids[order]
             pos = torch.arange(num_rows, device=class_ids.device) \
                 - starts[sorted_ids]
-            # the random subset, back in class-major pixel order
-            chosen = order[(pos < quota[sorted_ids]).nonzero(
-                as_tuple=True)[0]].sort().values
+            # the random subset, back in class-major pixel order (its size
+            # is known on the host: no synchronisation)
+            num_chosen = sum(map(min, host_counts, quota_list))
+            chosen = order[torch.nonzero_static(
+                pos < quota[sorted_ids], size=num_chosen)[:, 0]].sort().values
             class_ids, pixels = class_ids[chosen], pixels[chosen]
         # one row per pixel, contiguous: a pixel is a candidate of several
         # classes, so the bank gathers its rows from this table itself
         table = teacher_feats.detach().permute(0, 2, 3, 1).reshape(
             -1, self.feat_channels)
         # staged: committed by ``forward`` or by the caller (defer_update);
-        # rows with NaN/Inf features never enter the bank
+        # rows with NaN/Inf features never enter the bank. The ids come
+        # from nonzero over C columns: staged without the range check.
         if dist.get_world_size() == 1:
-            self.memory_bank.stage(class_ids, table, pixels)
+            self.memory_bank._stage(class_ids, table, pixels)
             return class_ids.shape[0]
         feats = table.index_select(0, pixels).to(self.memory_bank.dtype)
         class_ids, feats = _all_gather_rows([class_ids, feats])
-        self.memory_bank.stage(class_ids, feats)
+        self.memory_bank._stage(class_ids, feats)
         return class_ids.shape[0]
 
     def _sample_anchors(self, anchor_mask: Tensor) -> Tuple[Tensor, Tensor]:

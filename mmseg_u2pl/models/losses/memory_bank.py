@@ -129,8 +129,9 @@ class CategoryMemoryBank(nn.Module):
         if class_ids.dim() != 1:
             raise ValueError(f'CategoryMemoryBank.{where}: class_ids must be '
                              f'1-D, got shape {tuple(class_ids.shape)}')
-        if class_ids.numel() and (bool(class_ids.min() < 0) or
-                                  bool(class_ids.max() >= self.num_classes)):
+        # one host read (a synchronisation on a GPU)
+        outside = (class_ids < 0) | (class_ids >= self.num_classes)
+        if class_ids.numel() and bool(outside.any()):
             raise ValueError(
                 f'CategoryMemoryBank.{where}: class ids must lie in '
                 f'[0, {self.num_classes}), got values in '
@@ -189,10 +190,6 @@ class CategoryMemoryBank(nn.Module):
             RuntimeError: If a staged push is neither committed nor
                 discarded.
         """
-        if self._staged is not None:
-            raise RuntimeError(
-                'CategoryMemoryBank.stage: a staged push is pending; call '
-                'commit() or discard() before staging (or pushing) again')
         self._check_class_ids(class_ids, 'push')
         if index is None:
             rows_needed = f'({class_ids.shape[0]}, {self.feat_channels})'
@@ -214,6 +211,20 @@ class CategoryMemoryBank(nn.Module):
                 f'CategoryMemoryBank.push: feats must have shape '
                 f'{rows_needed} to match class_ids and feat_channels, got '
                 f'{tuple(feats.shape)}')
+        self._stage(class_ids, feats, index)
+
+    @torch.no_grad()
+    def _stage(self,
+               class_ids: Tensor,
+               feats: Tensor,
+               index: Optional[Tensor] = None) -> None:
+        """:meth:`stage` without the checks of its arguments, for callers
+        whose class ids lie in ``[0, C)`` by construction (the range check
+        reads the ids on the host: a synchronisation on a GPU)."""
+        if self._staged is not None:
+            raise RuntimeError(
+                'CategoryMemoryBank.stage: a staged push is pending; call '
+                'commit() or discard() before staging (or pushing) again')
         if class_ids.shape[0] == 0:
             return
         self._staged = self._plan_push(class_ids, feats, index)
