@@ -108,6 +108,23 @@ def negative_candidate_mask(probs: Tensor, labels: Tensor,
     return labeled_negatives | unlabeled_negatives
 
 
+def _nonzero_of_size(mask: Tensor, size: int) -> Tensor:
+    """``mask.nonzero()`` when its row count ``size`` is known on the host.
+
+    ``torch.nonzero_static`` needs no synchronisation to size its output;
+    torch versions without it on the mask's device fall back to
+    ``nonzero``, which gives the same rows.
+    """
+    if size == 0:
+        return torch.zeros((0, mask.dim()),
+                           dtype=torch.long,
+                           device=mask.device)
+    try:
+        return torch.nonzero_static(mask, size=size)
+    except (AttributeError, NotImplementedError):
+        return mask.nonzero()
+
+
 def _all_gather_rows(tensors: Sequence[Tensor]) -> Tuple[Tensor, ...]:
     """All-gather tensors whose first dimension differs between ranks.
 
@@ -530,8 +547,8 @@ class UnreliableContrastiveLoss(nn.Module):
                       for capacity in self.memory_bank.capacities]
         # class-major, pixels ascending; kept so below, so that every class
         # writes its ring sequentially
-        class_ids, pixels = torch.nonzero_static(
-            negative_mask.t(), size=sum(host_counts)).unbind(dim=1)
+        class_ids, pixels = _nonzero_of_size(negative_mask.t(),
+                                             sum(host_counts)).unbind(dim=1)
         # the random subset is drawn only when a class exceeds its quota
         if any(num > limit for num, limit in zip(host_counts, quota_list)):
             quota = torch.tensor(quota_list, device=counts.device)
@@ -547,8 +564,8 @@ class UnreliableContrastiveLoss(nn.Module):
             # the random subset, back in class-major pixel order (its size
             # is known on the host: no synchronisation)
             num_chosen = sum(map(min, host_counts, quota_list))
-            chosen = order[torch.nonzero_static(
-                pos < quota[sorted_ids], size=num_chosen)[:, 0]].sort().values
+            chosen = order[_nonzero_of_size(pos < quota[sorted_ids],
+                                            num_chosen)[:, 0]].sort().values
             class_ids, pixels = class_ids[chosen], pixels[chosen]
         # one row per pixel, contiguous: a pixel is a candidate of several
         # classes, so the bank gathers its rows from this table itself

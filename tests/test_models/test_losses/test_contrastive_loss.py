@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mmseg_u2pl.models.losses.contrastive_loss import (
-    UnreliableContrastiveLoss, anchor_candidate_mask, class_ranks,
-    negative_candidate_mask)
+    UnreliableContrastiveLoss, _nonzero_of_size, anchor_candidate_mask,
+    class_ranks, negative_candidate_mask)
 
 IGNORE = 255
 
@@ -688,3 +688,20 @@ def test_non_finite_teacher_features_never_enter_the_bank():
     assert loss.memory_bank.fill.tolist() == [1, 1, 0, 0]
     assert torch.isfinite(loss.memory_bank.features).all()
     assert log_vars['num_negative_candidates'].item() == 4
+
+
+def test_nonzero_of_known_size(monkeypatch):
+    """The sync-free compaction gives nonzero's rows, also in its
+    fallback (torch without nonzero_static on the device) and when empty."""
+    mask = torch.rand(7, 3, generator=torch.Generator().manual_seed(0)) > .5
+    expected = mask.t().nonzero()
+    assert expected.shape[0] > 0
+    assert torch.equal(_nonzero_of_size(mask.t(), int(mask.sum())), expected)
+    empty = _nonzero_of_size(torch.zeros(4, 2, dtype=torch.bool), 0)
+    assert empty.shape == (0, 2) and empty.dtype == torch.long
+
+    def unsupported(*args, **kwargs):
+        raise NotImplementedError('nonzero_static: not on this backend')
+
+    monkeypatch.setattr(torch, 'nonzero_static', unsupported)
+    assert torch.equal(_nonzero_of_size(mask.t(), int(mask.sum())), expected)
