@@ -34,6 +34,10 @@ if ROOT not in sys.path:
 
 MIB = 2**20
 
+#: full U2PL on the toy dataset: the default config of the per-step tools
+TOY_U2PL_CONFIG = ('configs/u2pl/'
+                   'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
+
 #: What each variant trains on per iteration (``B_l`` labeled and ``B_u``
 #: unlabeled images, ``B_u == B_l``).
 VARIANTS = {
@@ -45,6 +49,27 @@ VARIANTS = {
     'batch for the contrastive targets (reuse_teacher_forward=False)',
     'u2pl-reuse': 'full U2PL, one teacher forward (reuse_teacher_forward)',
 }
+
+
+def resolve_device(name: Optional[str] = None) -> torch.device:
+    """``name`` (e.g. ``'cpu'``, ``'cuda:1'``), else CUDA when available,
+    else the CPU."""
+    return torch.device(
+        name or ('cuda' if torch.cuda.is_available() else 'cpu'))
+
+
+def add_step_arguments(parser) -> None:
+    """``--config`` (the toy U2PL config), ``--crop`` (64), ``--batch`` (4)
+    and ``--device`` (:func:`resolve_device`) of the tools that run one
+    training step on a synthetic batch."""
+    parser.add_argument('--config', default=TOY_U2PL_CONFIG)
+    parser.add_argument('--crop', type=int, default=64)
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=4,
+        help='labeled (= unlabeled) images per iteration')
+    parser.add_argument('--device', default=None)
 
 
 def resolve_config(config: str) -> str:

@@ -46,8 +46,8 @@ if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import (  # noqa: E402
     add_allocator_argument, build_bench_optim_wrapper, build_variant,
-    config_batch_and_crop, fake_batch, load_bench_config, set_train_progress,
-    sync, use_training_allocator)
+    config_batch_and_crop, fake_batch, load_bench_config, resolve_device,
+    set_train_progress, sync, use_training_allocator)
 
 # paper: 21 classes (VOC), 4 labeled + 4 unlabeled crops of 513 per GPU,
 # representations of 256 channels at stride 4 (129 x 129), banks of 30000;
@@ -191,8 +191,7 @@ def time_unsupervised_loss(
     if sizes not in SIZES:
         raise ValueError(f'sizes must be one of {sorted(SIZES)}, got '
                          f'{sizes!r}')
-    device = torch.device(
-        device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(device)
     config = SIZES[sizes]
     generator = torch.Generator().manual_seed(0)
     shape = (config['num_unlabeled'], config['num_classes'], config['size'],
@@ -242,8 +241,7 @@ def time_iteration(config: str,
     The config's per-GPU batch, fake images and labels, the optimizer step
     included (see ``benchmark_step.py``).
     """
-    device = torch.device(
-        device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(device)
     cfg = load_bench_config(config, device, crop=crop)
     num_labeled = config_batch_and_crop(cfg)[0]
     model = build_variant(cfg, 'u2pl', device)
@@ -289,8 +287,7 @@ def time_contrastive_loss(
     if repeats <= 0 or warmup < 0:
         raise ValueError('repeats must be > 0 and warmup >= 0, got '
                          f'repeats={repeats}, warmup={warmup}')
-    device = torch.device(
-        device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(device)
     config = SIZES[sizes]
     loss = build_loss(config, device, bank_dtype)
     inputs = make_inputs(config, device, dtype=input_dtype)
@@ -404,8 +401,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     input_dtype = getattr(torch, args.input_dtype)
-    device = torch.device(
-        args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(args.device)
     kept = use_training_allocator(device, args.default_malloc)
     contrastive = time_contrastive_loss(
         device=args.device,

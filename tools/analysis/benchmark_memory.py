@@ -56,7 +56,9 @@ from _bench_common import (
     markdown_table,
     peak_rss_mib,
     reset_peak_rss,
+    TOY_U2PL_CONFIG,
     resolve_config,
+    resolve_device,
     set_train_progress,
     sync)
 from mmengine.config import Config  # noqa: E402
@@ -64,7 +66,7 @@ from mmengine.config import Config  # noqa: E402
 #: The configs of ``--preset`` (per-GPU batch and crop are read from them).
 PRESETS = {
     'toy':
-    'configs/u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py',
+    TOY_U2PL_CONFIG,
     'voc':
     'configs/voc/'
     'u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-1464-513x513.py',
@@ -232,8 +234,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return result
 
-    device = torch.device(
-        args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(args.device)
     config = args.config or PRESETS[args.preset]
     # the sizes only: the workers build the networks
     cfg = Config.fromfile(resolve_config(config), import_custom_modules=False)

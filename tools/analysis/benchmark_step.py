@@ -46,16 +46,17 @@ import torch
 if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import (
-    build_bench_optim_wrapper,  # noqa: E402
+    add_allocator_argument,  # noqa: E402
+    add_step_arguments,
+    build_bench_optim_wrapper,
     build_variant,
     fake_batch,
     load_bench_config,
+    resolve_device,
     set_train_progress,
-    sync)
-from _bench_common import add_allocator_argument, use_training_allocator
+    sync,
+    use_training_allocator)
 
-DEFAULT_CONFIG = ('configs/u2pl/'
-                  'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
 SEMI_VARIANTS = ('u2pl-nocontrast', 'u2pl-two-passes', 'u2pl-reuse')
 SCOPES = ('u2pl:teacher_pseudo_labels', 'u2pl:cutmix', 'u2pl:student',
           'u2pl:sup_loss', 'u2pl:unsup_loss', 'u2pl:teacher_contrast',
@@ -90,16 +91,9 @@ def build(args, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--config', default=DEFAULT_CONFIG)
-    parser.add_argument('--crop', type=int, default=64)
-    parser.add_argument(
-        '--batch',
-        type=int,
-        default=4,
-        help='labeled (= unlabeled) images per iteration')
+    add_step_arguments(parser)
     parser.add_argument('--rounds', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--device', default=None)
     parser.add_argument('--amp', choices=['off', 'on', 'both'], default='off')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
@@ -110,8 +104,7 @@ def main():
         '`channels_last=True`), for every variant')
     add_allocator_argument(parser)
     args = parser.parse_args()
-    device = torch.device(
-        args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(args.device)
     use_training_allocator(device, args.default_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -40,14 +40,14 @@ if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import (
     ROOT,  # noqa: E402
+    add_step_arguments,
     build_bench_optim_wrapper,
     build_variant,
     fake_batch,
     load_bench_config,
+    resolve_device,
     set_train_progress)
 
-DEFAULT_CONFIG = ('configs/u2pl/'
-                  'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
 VARIANTS = ('u2pl-nocontrast', 'u2pl')
 _TORCH_DIR = osp.dirname(torch.__file__)
 
@@ -198,17 +198,9 @@ def count_step(model, wrapper, batch, device) -> Tuple[HostReadCounter, int]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--config', default=DEFAULT_CONFIG)
-    parser.add_argument('--crop', type=int, default=64)
-    parser.add_argument(
-        '--batch',
-        type=int,
-        default=4,
-        help='labeled (= unlabeled) images per iteration')
-    parser.add_argument('--device', default=None)
+    add_step_arguments(parser)
     args = parser.parse_args(argv)
-    device = torch.device(
-        args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = resolve_device(args.device)
     cfg = load_bench_config(args.config, device, crop=args.crop)
     set_train_progress(1, 100)
     batch = fake_batch('u2pl', cfg, args.batch, args.crop)

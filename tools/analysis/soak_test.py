@@ -48,14 +48,12 @@ from typing import List, Optional, Sequence
 if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import (
+    TOY_U2PL_CONFIG,
     current_rss_mib,
     markdown_table,  # noqa: E402
     resolve_config)
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
-
-DEFAULT_CONFIG = ('configs/u2pl/'
-                  'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
 
 
 # ---------------------------------------------------------------------------
@@ -73,7 +71,7 @@ def find_memory_bank(model):
         raise ValueError(
             'soak_test: the model has no CategoryMemoryBank; use a U2PL '
             'config with model.contrastive_loss (e.g. '
-            f'{DEFAULT_CONFIG}).')
+            f'{TOY_U2PL_CONFIG}).')
     return banks[0]
 
 
@@ -318,7 +316,7 @@ def soak_config(args: argparse.Namespace):
     if 'contrastive_loss' not in cfg.model:
         raise ValueError(f'{path}: model.contrastive_loss is not set; the '
                          'soak test watches its memory bank: use a full '
-                         f'U2PL config such as {DEFAULT_CONFIG}.')
+                         f'U2PL config such as {TOY_U2PL_CONFIG}.')
     old_max = cfg.train_cfg.max_iters
     cfg.train_cfg.max_iters = args.iters
     for sched in cfg.get('param_scheduler') or []:
@@ -351,7 +349,7 @@ def soak_config(args: argparse.Namespace):
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--config', default=DEFAULT_CONFIG)
+    parser.add_argument('--config', default=TOY_U2PL_CONFIG)
     parser.add_argument('--iters', type=int, default=20000)
     parser.add_argument(
         '--bank-size',

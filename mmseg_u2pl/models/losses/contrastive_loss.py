@@ -574,7 +574,7 @@ class UnreliableContrastiveLoss(nn.Module):
         # staged: committed by ``forward`` or by the caller (defer_update);
         # rows with NaN/Inf features never enter the bank. The ids come
         # from nonzero over C columns: staged without the range check.
-        if dist.get_world_size() == 1:
+        if world_size == 1:
             self.memory_bank._stage(class_ids, table, pixels)
             return class_ids.shape[0]
         feats = table.index_select(0, pixels).to(self.memory_bank.dtype)
