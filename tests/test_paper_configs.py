@@ -928,3 +928,44 @@ def test_cityscapes_label_ids_instead_of_train_ids_are_reported(tmp_path):
             check_trainids=True)
     assert bad[0] in str(error.value)
     assert 'train ids' in str(error.value)
+
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('path', [
+    cityscapes_config(186),
+    cityscapes_config(186, u2pl=False), GTA_U2PL, GTA_SOURCE_ONLY
+])
+def test_cityscapes_ohem_loss_is_the_mean_over_kept_pixels(path):
+    """Both heads of the Cityscapes-style configs: the reference's OHEM.
+
+    2 labeled 512 x 512 crops; on 20 % of the pixels the label's
+    probability is below the 0.7 threshold, so OHEM keeps those (more than
+    its 2 x 50,000): the loss is their mean cross-entropy, not its 0.2-fold.
+    """
+    cfg = load(path)
+    student = cfg.model.get('segmentor', cfg.model)
+    gen = torch.Generator().manual_seed(0)
+    size, num_classes = 512, 19
+    label = torch.randint(num_classes, (2, size, size), generator=gen)
+    hard = torch.rand(2, size, size, generator=gen) < 0.2
+    # logit 3 on the label (p ~ 0.53 < 0.7) on hard pixels, 8 elsewhere
+    scale = torch.where(hard, 3., 8.)
+    logits = torch.zeros(2, num_classes, size, size)
+    logits.scatter_(1, label[:, None], scale[:, None])
+    logits += 0.1 * torch.randn(logits.shape, generator=gen)
+    samples = []
+    for i in range(2):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=label[i:i + 1].clone())
+        samples.append(sample)
+    ce = torch.nn.functional.cross_entropy(logits, label, reduction='none')
+    for name, weight in (('decode_head', 1.), ('auxiliary_head', 0.4)):
+        head = MODELS.build(student[name])
+        kept = head.sampler.sample(logits, label[:, None])
+        assert 0.19 < kept.mean().item() < 0.21
+        losses = head.loss_by_feat(logits, samples)
+        expected = weight * (ce * kept).sum() / kept.sum()
+        assert losses['loss_ce'].item() == pytest.approx(
+            expected.item(), rel=1e-4), name
+        # mmseg's CrossEntropyLoss would give about a fifth of it
+        assert losses['loss_ce'].item() > 4 * weight * (ce * kept).mean()

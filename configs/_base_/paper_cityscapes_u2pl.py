@@ -32,7 +32,7 @@ model = dict(
         rank_high=20,
         loss_weight=0.1),  # lambda_c
     semi_train_cfg=dict(
-        unsup_weight=1.0,  # lambda_u
+        unsup_weight=1.0,  # eta of Eq. 8: lambda_u = eta * all / kept
         alpha_0=20,  # % of unreliable pixels at the start
         cutmix=dict(prob=0.5, area_ratio=0.5, per_sample=False)),
     semi_test_cfg=dict(predict_on='teacher'))

@@ -87,11 +87,12 @@ def test_decay_sequence_and_teacher_values():
         run_iteration(hook, runner, student_after_step=cur_iter + 1.)
         teacher_values.append(model.teacher.w.item())
         flags.append(model.semi_active)
-    # warm-up: teacher untouched; iter 2: copy (2), then d=0 -> 3;
+    # warm-up: the teacher follows the student (1, 2); iter 2: copy (2),
+    # then d=0 -> 3;
     # iter 3: d=1/2 -> (3+4)/2; iter 4: d=2/3 -> 2/3*3.5 + 1/3*5 = 4;
     # iter 5: d=3/4 -> 0.75*4 + 0.25*6 = 4.5; iter 6: capped d=0.75 ->
     # 0.75*4.5 + 0.25*7 = 5.125
-    expected = [10., 10., 3., 3.5, 4., 4.5, 5.125]
+    expected = [1., 2., 3., 3.5, 4., 4.5, 5.125]
     assert teacher_values == pytest.approx(expected, abs=1e-6)
     assert flags == [False, False, True, True, True, True, True]
     decays, counts = runner.message_hub.get_scalar('train/ema_decay').data
@@ -172,13 +173,14 @@ def test_buffers_averaged_or_copied(average_buffers):
     assert torch.allclose(model.student.bn.running_mean, torch.tensor(4.))
 
 
-def test_no_update_during_warmup():
+def test_teacher_follows_the_student_during_warmup():
     model = FakeMeanTeacher(OneParam(1.), OneParam(3.))
     runner = fake_runner(model, cur_iter=4)
     hook = MeanTeacherHook(warmup_iters=5)
     hook.before_train(runner)
+    assert model.teacher.w.item() == 3.  # before training: untouched
     hook.after_train_iter(runner, batch_idx=4)
-    assert model.teacher.w.item() == 3.
+    assert model.teacher.w.item() == 1.  # a copy, not an EMA step
     assert 'train/ema_decay' not in runner.message_hub.log_scalars
 
 
@@ -324,12 +326,13 @@ def test_with_runner(tmp_path):
     # warm-up = 1 epoch = 2 iterations; student after step t: 4 * 0.8^(t+1)
     assert [r[0] for r in record.records] == list(range(6))
     assert [r[1] for r in record.records] == [False] * 2 + [True] * 4
-    teacher = -1.
     for cur_iter, _, student, recorded_teacher in record.records:
         assert student == pytest.approx(4. * 0.8**(cur_iter + 1))
         if cur_iter >= 2:
             decay = min(1. - 1. / (cur_iter - 2 + 1), 0.6)
             teacher = decay * teacher + (1. - decay) * student
+        else:  # the warm-up: the teacher follows the student
+            teacher = student
         assert recorded_teacher == pytest.approx(teacher), cur_iter
 
 

@@ -96,6 +96,27 @@ def build_runner(tmp_path, model, hook, fp16=False):
         default_scope='mmseg')
 
 
+def test_each_evaluation_log_is_headed_by_its_network(tmp_path, monkeypatch):
+    """mmseg's per-class table follows a line naming the network."""
+    from mmseg_u2pl.engine.runner import teacher_student_val_loop as module
+    runner = build_runner(tmp_path, ToyMeanTeacher(), RecordHook())
+    events = []
+    monkeypatch.setattr(module, 'print_log',
+                        lambda msg, **kwargs: events.append(msg))
+    evaluate = runner.val_loop.evaluator.evaluate
+
+    def recording_evaluate(size):
+        events.append('table')
+        return evaluate(size)
+
+    runner.val_loop.evaluator.evaluate = recording_evaluate
+    runner.val()
+    assert events == [
+        'Validation of the teacher:', 'table', 'Validation of the student:',
+        'table'
+    ]
+
+
 @pytest.mark.parametrize('predict_on', ['teacher', 'student'])
 def test_reports_both_networks_and_restores(tmp_path, predict_on):
     hook = RecordHook()

@@ -174,6 +174,11 @@ def test_train_command_reads_the_config():
         le.RunSpec('supervised-full', 'full', 0), full, '/tmp/r', 10, 0, 0,
         None)
     assert not any('ann_file' in o for o in opts)
+    # --cfg-options of the benchmark come last, for every run
+    extra = ['model.semi_train_cfg.reuse_teacher_forward=False']
+    opts = le.train_command(spec, settings, '/tmp/run', 10, 3, 0, None, extra)
+    assert opts[-1] == extra[0]
+    assert le.parse_args(['--cfg-options', extra[0]]).cfg_options == extra
 
 
 def write_scalars(run_dir, miou, iters, teacher, stamp='20260101_000000'):

@@ -217,10 +217,19 @@ def split_options(spec: RunSpec, semi: bool) -> List[str]:
     ]
 
 
-def train_command(spec: RunSpec, settings: dict, run_dir: str, iters: int,
-                  warmup: int, num_workers: int,
-                  data_root: Optional[str]) -> List[str]:
-    """The ``tools/train.py`` command line of one run."""
+def train_command(spec: RunSpec,
+                  settings: dict,
+                  run_dir: str,
+                  iters: int,
+                  warmup: int,
+                  num_workers: int,
+                  data_root: Optional[str],
+                  extra_options: Sequence[str] = ()) -> List[str]:
+    """The ``tools/train.py`` command line of one run.
+
+    ``extra_options`` (``--cfg-options`` of the benchmark) come last, so
+    that they apply to every run on top of the benchmark's own.
+    """
     options = [
         f'randomness.seed={spec.seed}', f'train_cfg.max_iters={iters}',
         f'train_cfg.val_interval={iters}',
@@ -249,6 +258,7 @@ def train_command(spec: RunSpec, settings: dict, run_dir: str, iters: int,
             for loader in ('val_dataloader', 'test_dataloader')
         ]
     options += split_options(spec, settings['semi'])
+    options += list(extra_options)
     return [
         sys.executable,
         osp.join(ROOT, 'tools', 'train.py'),
@@ -579,6 +589,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--data-root', help='toy dataset folder (default: the configs\')')
     parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
     parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='config options for every run, after the benchmark\'s own, '
+        'e.g. model.semi_train_cfg.reuse_teacher_forward=False (finished '
+        'runs are reused per --work-dir: use one work dir per setting)')
+    parser.add_argument(
         '--force',
         action='store_true',
         help='train again the runs that have a result')
@@ -636,7 +654,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             iters, warmup = schedules[spec.method]
             run_dir = osp.join(work_dir, spec.name)
             command = train_command(spec, settings[spec.method], run_dir,
-                                    iters, warmup, num_workers, args.data_root)
+                                    iters, warmup, num_workers, args.data_root,
+                                    args.cfg_options)
             futures[pool.submit(train_one, spec, command, run_dir, iters,
                                 warmup)] = spec
         for future in as_completed(futures):

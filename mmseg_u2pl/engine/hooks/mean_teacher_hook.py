@@ -1,11 +1,11 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Mean-teacher schedule of U2PL (method section 6).
+"""Mean-teacher schedule of U2PL (paper Sec. 3.1).
 
 The teacher is never touched by the optimizer. This hook
 
 * keeps the segmentor's ``semi_active`` flag in step with the supervised-only
   warm-up,
-* makes the teacher an exact copy of the student when the warm-up ends, and
+* keeps the teacher an exact copy of the student during the warm-up, and
 * afterwards moves the teacher towards the student by an exponential moving
   average whose decay ``d = min(1 - 1 / (t - t_w + 1), max_decay)`` grows
   from 0 (exact copy) to ``max_decay``.
@@ -173,9 +173,12 @@ class MeanTeacherHook(Hook):
 
     * before training, ``model.warmup_iters = t_w``; before every
       iteration, ``model.semi_active = runner.iter >= t_w``;
-    * before iteration ``t_w`` (the end of the warm-up), or before training
-      when ``t_w == 0``, the teacher becomes an exact copy of the student
-      (parameters and buffers);
+    * after every warm-up iteration ``t < t_w``, and before iteration
+      ``t_w`` (or before training when ``t_w == 0``), the teacher becomes an
+      exact copy of the student (parameters and buffers): it follows the
+      student through the warm-up, as in the reference code where the two
+      share their parameters until the EMA starts, so that validation and
+      best-checkpoint selection during the warm-up see a trained teacher;
     * after every iteration ``t >= t_w``, with
       ``d = min(1 - 1 / (t - t_w + 1), max_decay)`` (0, 1/2, 2/3, ...),
       ``teacher = d * teacher + (1 - d) * student`` for the parameters and,
@@ -333,9 +336,9 @@ class MeanTeacherHook(Hook):
                          batch_idx: int,
                          data_batch: DATA_BATCH = None,
                          outputs: Optional[dict] = None) -> None:
-        """EMA update of the teacher after each semi-supervised iteration.
+        """Teacher update: a copy in the warm-up, then the EMA.
 
-        Skipped when the step was skipped (non-finite loss or AMP overflow).
+        The EMA update is skipped when the step was skipped (non-finite loss or AMP overflow).
 
         Args:
             runner (Runner): The runner of the training process.
@@ -343,9 +346,14 @@ class MeanTeacherHook(Hook):
             data_batch (dict, optional): Data from the dataloader.
             outputs (dict, optional): Outputs of the model.
         """
-        if runner.iter < self.t_w:
-            return
         model = self._get_model(runner)
+        if runner.iter < self.t_w:
+            # the teacher follows the student through the warm-up (the
+            # reference shares their parameters until the EMA starts), so
+            # that validations and checkpoints of the warm-up hold a usable
+            # teacher; nothing in the warm-up's losses reads the teacher
+            self._copy_student_to_teacher(model)
+            return
         if getattr(model, 'step_skipped', False):
             return  # non-finite loss: the segmentor logs it
         if self._step_expected and not self._optimizer_stepped:

@@ -2,6 +2,7 @@
 """Validation of both networks of a mean-teacher segmentor."""
 from typing import Dict, Sequence
 
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import ValLoop
 from mmengine.runner.loops import _parse_losses
@@ -57,7 +58,7 @@ class TeacherStudentValLoop(ValLoop):
         try:
             for branch in BRANCHES:
                 semi_test_cfg['predict_on'] = branch
-                branch_metrics = self._run_branch()
+                branch_metrics = self._run_branch(branch)
                 metrics.update({
                     f'{branch}/{name}': value
                     for name, value in branch_metrics.items()
@@ -72,8 +73,11 @@ class TeacherStudentValLoop(ValLoop):
         self.runner.call_hook('after_val')
         return metrics
 
-    def _run_branch(self) -> Dict[str, float]:
+    def _run_branch(self, branch: str) -> Dict[str, float]:
         """One pass over the validation set with the current network.
+
+        The evaluator's log (e.g. mmseg's per-class table) is headed by the
+        network's name.
 
         Returns:
             dict: The evaluator's metrics plus the validation losses, if the
@@ -82,6 +86,7 @@ class TeacherStudentValLoop(ValLoop):
         self.val_loss.clear()
         for idx, data_batch in enumerate(self.dataloader):
             self.run_iter(idx, data_batch)
+        print_log(f'Validation of the {branch}:', logger='current')
         metrics = self.evaluator.evaluate(len(self.dataloader.dataset))
         if self.val_loss:
             metrics.update(_parse_losses(self.val_loss, 'val'))

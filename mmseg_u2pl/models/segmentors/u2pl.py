@@ -1,6 +1,7 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""U2PL: using unreliable pseudo-labels (method sections 3-5)."""
-from typing import Dict, Optional, Tuple
+"""U2PL: using unreliable pseudo-labels (paper Sec. 3)."""
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from ..utils.reliability import (alpha_schedule, entropy,
 from .mean_teacher import MeanTeacherSegmentor
 
 DEFAULT_SEMI_TRAIN_CFG = dict(
-    unsup_weight=1.0,  # lambda_u
+    unsup_weight=1.0,  # eta of paper Eq. 8: lambda_u = eta * all / kept
     alpha_0=20.0,  # initial % of unreliable pixels
     # where the linear decay of alpha_t starts: 'train_start' (paper:
     # alpha_0 * (1 - t / T)) or 'warmup_end' (over the semi-supervised
@@ -32,16 +33,23 @@ DEFAULT_SEMI_TRAIN_CFG = dict(
     # with the CutMix boxes at feature resolution) instead of a second pass
     # on the mixed batch (paper / reference code)
     reuse_teacher_forward=False,
+    # mode of the second teacher pass, whose outputs are the contrastive
+    # targets: 'eval' (running BN statistics, no dropout) or 'train' (as in
+    # the reference code: batch statistics and dropout, under no_grad; the
+    # teacher's running statistics are left untouched). 'train' needs
+    # reuse_teacher_forward=False.
+    contrastive_teacher_mode='eval',
 )
 CUTMIX_KEYS = ('prob', 'area_ratio', 'per_sample')
 ALPHA_DECAY_STARTS = ('train_start', 'warmup_end')
+TEACHER_MODES = ('eval', 'train')
 
 
 @MODELS.register_module()
 class U2PL(MeanTeacherSegmentor):
     """U2PL / U2PL+ semi-supervised segmentor.
 
-    One training iteration after the warm-up (method section 3):
+    One training iteration after the warm-up (paper Sec. 3, Fig. 2):
 
     1. the teacher (eval, no grad) pseudo-labels the unlabeled batch at the
        crop size: ``p_u = softmax``, ``y_hat = argmax p_u`` (no threshold);
@@ -51,8 +59,9 @@ class U2PL(MeanTeacherSegmentor):
        statistics);
     4. losses: the student's own mmseg decode/auxiliary losses on labeled
        images (``sup.*``); the cross-entropy on mixed unlabeled images with
-       the ``alpha_t`` % highest-entropy pixels ignored, summed and divided
-       by all ``B_u * H * W`` pixels (``unsup.loss_ce``); and, when
+       the ``alpha_t`` % highest-entropy pixels ignored, averaged over the
+       kept pixels and weighted by ``lambda_u = eta * B_u * H * W / kept``
+       (paper Eq. 8, ``eta`` = ``unsup_weight``; ``unsup.loss_ce``); and, when
        ``contrastive_loss`` is set, the unreliable-pixel contrastive loss on
        representations (``contrast.*``) with teacher targets from a second
        teacher forward on the mixed batch (or, with
@@ -68,14 +77,17 @@ class U2PL(MeanTeacherSegmentor):
         contrastive_loss (OptConfigType): E.g.
             ``dict(type='UnreliableContrastiveLoss')``; ``num_classes`` and
             ``feat_channels`` are inferred when omitted. None disables it.
-        semi_train_cfg (OptConfigType): ``unsup_weight`` (lambda_u, 1.0),
-            ``alpha_0`` (20, %), ``alpha_decay_start`` (``'train_start'``:
+        semi_train_cfg (OptConfigType): ``unsup_weight`` (``eta`` of
+            Eq. 8, 1.0), ``alpha_0`` (20, %), ``alpha_decay_start`` (``'train_start'``:
             ``alpha_t = alpha_0 (1 - t / T)`` as in the paper;
             ``'warmup_end'``: the decay runs over the semi-supervised
             iterations only, from ``alpha_0`` at the end of the warm-up),
             ``cutmix`` (``prob`` 0.5, ``area_ratio``
             0.5, ``per_sample`` False), ``ignore_index`` (255),
-            ``reuse_teacher_forward`` (False: step 4), and the non-finite
+            ``reuse_teacher_forward`` (False: step 4),
+            ``contrastive_teacher_mode`` (``'eval'``; ``'train'`` runs the
+            second teacher pass with BN batch statistics and dropout, as the
+            reference code does), and the non-finite
             loss handling of :class:`MeanTeacherSegmentor` (``nonfinite_loss``,
             ``max_consecutive_nonfinite``). Unknown keys are rejected.
         data_preprocessor, semi_test_cfg, channels_last, init_cfg: See
@@ -151,6 +163,18 @@ class U2PL(MeanTeacherSegmentor):
                 'model.semi_train_cfg.alpha_decay_start must be one of '
                 f'{list(ALPHA_DECAY_STARTS)}, got '
                 f'{merged["alpha_decay_start"]!r}.')
+        mode = merged['contrastive_teacher_mode']
+        if mode not in TEACHER_MODES:
+            raise ValueError(
+                'model.semi_train_cfg.contrastive_teacher_mode must be one of '
+                f'{list(TEACHER_MODES)}, got {mode!r}.')
+        if mode == 'train' and merged['reuse_teacher_forward']:
+            raise ValueError(
+                'model.semi_train_cfg.contrastive_teacher_mode="train" runs '
+                'the second teacher pass in train mode, but '
+                'reuse_teacher_forward=True skips that pass: set '
+                'reuse_teacher_forward=False, or keep '
+                'contrastive_teacher_mode="eval".')
         return merged
 
     def extend_student(self, student: nn.Module) -> None:
@@ -183,9 +207,12 @@ class U2PL(MeanTeacherSegmentor):
             return net.decode_head.forward(feats), feats, None
         logits, cls_feat = forward_with_classifier_input(
             net.decode_head, feats)
+        # the teacher's own stream: in train mode its dropout masks are not
+        # the student's
+        key = 'representation_head' if net is self.student \
+            else 'teacher.representation_head'
         with separate_random_stream(
-                'representation_head', current_iteration(),
-                device=cls_feat.device):
+                key, current_iteration(), device=cls_feat.device):
             rep = net.representation_head(cls_feat)
         return logits, feats, rep
 
@@ -285,7 +312,7 @@ class U2PL(MeanTeacherSegmentor):
         with record_function('u2pl:sup_loss'):
             losses = self._sup_losses(logits[:num_l], feats, num_l, samples_l)
         with record_function('u2pl:unsup_loss'):
-            # summed over kept pixels, divided by ALL B_u * H * W pixels
+            # paper Eq. 8: mean over kept pixels * (B_u * H * W) / kept
             loss_u, partition, kept = entropy_filtered_loss(
                 self._resize(logits[num_l:], crop), pseudo_u, entropy_u,
                 valid_u, alpha_t, ignore_index)
@@ -335,8 +362,9 @@ class U2PL(MeanTeacherSegmentor):
         num_l = img_l.shape[0]
         with torch.no_grad(), record_function('u2pl:teacher_contrast'):
             if teacher_out is None:
-                t_logits, _, rep_t = self._run(self.teacher,
-                                               torch.cat([img_l, img_u]), True)
+                with self._contrastive_teacher_mode(rep_s.device):
+                    t_logits, _, rep_t = self._run(
+                        self.teacher, torch.cat([img_l, img_u]), True)
                 prob_t = self._resize(t_logits.float(),
                                       rep_size).softmax(dim=1)
             else:
@@ -361,7 +389,8 @@ class U2PL(MeanTeacherSegmentor):
         with record_function('u2pl:contrastive_loss'), \
                 separate_random_stream('contrastive_loss',
                                        current_iteration(),
-                                       device=rep_s.device):
+                                       device=rep_s.device,
+                                       per_rank=True):
             # the bank push is committed by `end_step` if the step is kept
             loss, log_vars = self.contrastive_loss(
                 rep_s,
@@ -374,6 +403,34 @@ class U2PL(MeanTeacherSegmentor):
         out = {f'contrast.{self.contrastive_loss.loss_name}': loss}
         out.update({f'contrast.{k}': scalar(v) for k, v in log_vars.items()})
         return out
+
+    @contextmanager
+    def _contrastive_teacher_mode(self, device) -> Iterator[None]:
+        """The teacher's mode for the contrastive targets' pass.
+
+        In ``'train'`` mode (the reference code's) BN uses batch statistics
+        and dropout is active; the running statistics are restored
+        afterwards (the teacher's buffers stay the EMA of the student's) and
+        dropout draws from a stream of its own, so the main random stream
+        (CutMix boxes, the student's dropout) is the same in both modes.
+        """
+        if self.semi_train_cfg['contrastive_teacher_mode'] == 'eval':
+            yield
+            return
+        teacher = self.teacher
+        saved = [buffer.clone() for buffer in teacher.buffers()]
+        teacher.train()
+        try:
+            with separate_random_stream(
+                    'teacher_contrast',
+                    current_iteration(),
+                    device=device,
+                    per_rank=True):
+                yield
+        finally:
+            teacher.eval()
+            for buffer, value in zip(teacher.buffers(), saved):
+                buffer.copy_(value)
 
     def _diagnostics(self, alpha_t: float, partition, kept: Tensor,
                      valid_u: Tensor, pseudo_u: Tensor, boxes: Tensor,

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional, Union
 
 import torch
+from mmengine.dist import get_rank, get_world_size
 from mmengine.logging import MessageHub
 
 
@@ -47,9 +48,9 @@ def current_iteration() -> int:
 
 
 @contextmanager
-def separate_random_stream(
-        *keys: Union[int, str],
-        device: Optional[Union[str, torch.device]] = None) -> Iterator[None]:
+def separate_random_stream(*keys: Union[int, str],
+                           device: Optional[Union[str, torch.device]] = None,
+                           per_rank: bool = False) -> Iterator[None]:
     """Draw the block's random numbers from a stream of their own.
 
     The CPU generator (and, for a CUDA ``device``, that device's generator)
@@ -61,12 +62,20 @@ def separate_random_stream(
         *keys (int | str): Identify the stream (see :func:`derived_seed`).
         device (str | torch.device, optional): Device whose generator the
             block draws from besides the CPU's. Defaults to None (CPU only).
+        per_rank (bool): In distributed training, key the stream on the
+            process rank too, so that every rank draws differently even
+            when mmengine's ``randomness.diff_rank_seed`` is off (its
+            default: every rank then has the same run seed). With one
+            process the stream is the same as without it. Defaults to
+            False.
 
     Example:
         >>> with separate_random_stream('contrastive_loss', 1200,
         ...                             device=feats.device):
         ...     loss = contrastive_loss(feats, ...)
     """
+    if per_rank and get_world_size() > 1:
+        keys += ('rank', get_rank())
     seed = derived_seed(*keys)
     device = torch.device(device) if device is not None else None
     cuda_devices = []

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Entropy-based reliability of pseudo-labels (U2PL, method sections 4-5).
+"""Entropy-based reliability of pseudo-labels (U2PL paper, Sec. 3.2-3.3).
 
 Everything that decides whether a teacher prediction is *reliable* lives
 here, once: the ``alpha_t`` schedule, the per-pixel entropy, the percentile
@@ -110,7 +110,7 @@ class EntropyPartition(NamedTuple):
 
 def partition_by_entropy(ent: Tensor, valid_mask: Tensor,
                          alpha: float) -> EntropyPartition:
-    """Split valid pixels into reliable and unreliable ones (method s.4-5).
+    """Split valid pixels into reliable and unreliable ones (paper Sec. 3.2).
 
     Percentiles are taken over the valid pixels of the whole batch.
 
@@ -137,11 +137,18 @@ def entropy_filtered_loss(
         valid_mask: Tensor,
         alpha: float,
         ignore_index: int = 255) -> Tuple[Tensor, EntropyPartition, Tensor]:
-    """The unsupervised loss ``L_u`` of U2PL (method section 4).
+    """The unsupervised loss ``L_u`` of U2PL (paper Eq. 3 with Eq. 8).
 
     Cross-entropy against the pseudo-labels on the valid pixels that are
     not among the highest-entropy ``alpha_t`` % (the unreliable ones),
-    summed over those kept pixels and divided by ALL ``B * H * W`` pixels.
+    averaged over those kept pixels and weighted by the paper's
+    ``lambda_u / eta = B * H * W / kept`` (Eq. 8)::
+
+        L_u = mean_kept(CE) * all / kept = sum_kept(CE) * all / kept ** 2
+
+    so the loss is the mean over kept pixels divided by the kept fraction
+    (``all`` counts every pixel of the crops, padding included). No kept
+    pixel gives 0. The caller multiplies by ``eta`` (``unsup_weight``).
 
     Args:
         logits (Tensor): ``(B, C, H, W)`` student logits at the size of the
@@ -162,7 +169,8 @@ def entropy_filtered_loss(
     kept = valid_mask.bool() & ~partition.unreliable_mask
     target = torch.where(kept, pseudo_labels,
                          torch.full_like(pseudo_labels, ignore_index))
-    loss = F.cross_entropy(
-        logits.float(), target, ignore_index=ignore_index,
-        reduction='sum') / target.numel()
+    ce_sum = F.cross_entropy(
+        logits.float(), target, ignore_index=ignore_index, reduction='sum')
+    num_kept = kept.sum().clamp(min=1).float()
+    loss = ce_sum * (target.numel() / num_kept) / num_kept
     return loss, partition, kept

@@ -175,7 +175,7 @@ def test_loss_without_the_hook_is_an_error():
 # the unsupervised loss, by hand
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize('unsup_weight', [1.0, 2.5])
-def test_unsupervised_loss_is_the_sum_over_kept_pixels_over_all_pixels(
+def test_unsupervised_loss_is_the_kept_mean_times_all_over_kept(
         unsup_weight):
     model = u2pl(alpha_0=25., unsup_weight=unsup_weight)
     set_train_progress(0, 100)  # alpha_t = 25 * (1 - 0 / 100) = 25 %
@@ -208,10 +208,14 @@ def test_unsupervised_loss_is_the_sum_over_kept_pixels_over_all_pixels(
         row = logits_u[i]
         log_prob = row[labels[i]] - math.log(np.exp(row).sum())
         total += -log_prob
-    expected = unsup_weight * total / num_pixels  # NOT / 96 kept pixels
+    # paper Eq. 8: the mean over the 96 kept pixels, weighted by
+    # lambda_u = eta * all / kept = unsup_weight * 128 / 96
+    expected = unsup_weight * (total / 96) * (num_pixels / 96)
     assert losses['unsup.loss_ce'].item() == pytest.approx(expected, rel=1e-5)
-    assert losses['unsup.loss_ce'].item() != pytest.approx(
-        unsup_weight * total / 96, rel=1e-3)
+    # neither the plain mean over kept pixels nor the sum over all pixels
+    for other in (total / 96, total / num_pixels):
+        assert losses['unsup.loss_ce'].item() != pytest.approx(
+            unsup_weight * other, rel=1e-3)
     assert losses['unsup.alpha_t'].item() == pytest.approx(25.)
     assert losses['unsup.reliable_ratio'].item() == pytest.approx(0.75)
     assert losses['unsup.entropy_thresh'].item() == pytest.approx(
@@ -569,14 +573,19 @@ def test_semi_step_on_cuda():
 
 # ---------------------------------------------------------------------------
 # reuse_teacher_forward
-def _contrastive_inputs(reuse, mask, monkeypatch):
-    """Teacher passes and the teacher targets the contrastive loss gets."""
+def _contrastive_inputs(reuse, mask, monkeypatch, mode='eval'):
+    """Teacher passes and the teacher targets the contrastive loss gets.
+
+    ``targets`` also holds the step's losses and the main random stream's
+    state after the step.
+    """
     from mmseg_u2pl.models.segmentors import u2pl as u2pl_module
     model = build_model(
         tiny_u2pl_cfg(
             with_contrast=True,
             num_classes=NUM_CLASSES,
-            reuse_teacher_forward=reuse))
+            reuse_teacher_forward=reuse,
+            contrastive_teacher_mode=mode))
     model.train()
     model.semi_active = True
     set_train_progress(0, 10)
@@ -603,7 +612,8 @@ def _contrastive_inputs(reuse, mask, monkeypatch):
         size=16,
         num_classes=NUM_CLASSES,
         seed=3)
-    model.loss(inputs, samples)
+    targets['losses'] = model.loss(inputs, samples)
+    targets['rng_state'] = torch.get_rng_state()
     return model, inputs, passes, targets
 
 
@@ -636,3 +646,66 @@ def test_reused_teacher_features_are_mixed_with_the_cutmix_boxes(monkeypatch):
     torch.testing.assert_close(rep_t[3], rep[3])  # image 1: no box
     torch.testing.assert_close(rep_t[2, :, :, :half], rep[3, :, :, :half])
     torch.testing.assert_close(rep_t[2, :, :, half:], rep[2, :, :, half:])
+
+
+# ---------------------------------------------------------------------------
+# contrastive_teacher_mode
+def test_contrastive_teacher_mode_is_checked():
+    with pytest.raises(ValueError, match="teacher_mode.*'training'"):
+        build_model(tiny_u2pl_cfg(contrastive_teacher_mode='training'))
+    with pytest.raises(ValueError, match='set reuse_teacher_forward=False'):
+        build_model(
+            tiny_u2pl_cfg(
+                contrastive_teacher_mode='train', reuse_teacher_forward=True))
+
+
+def test_train_mode_teacher_gives_batch_statistics_targets(monkeypatch):
+    mask = torch.zeros(2, 16, 16, dtype=torch.bool)
+    mask[0, :, :8] = True
+    _, _, passes, eval_targets = _contrastive_inputs(False, mask, monkeypatch)
+    model, inputs, train_passes, train_targets = _contrastive_inputs(
+        False, mask, monkeypatch, mode='train')
+    assert passes == train_passes == [2, 4]
+    # the targets come from batch statistics (and dropout), not the running
+    # statistics
+    assert not torch.allclose(train_targets['prob_t'], eval_targets['prob_t'])
+    assert not torch.allclose(train_targets['rep_t'], eval_targets['rep_t'])
+    # the same draws again for the same seed and iteration
+    _, _, _, again = _contrastive_inputs(
+        False, mask, monkeypatch, mode='train')
+    assert torch.equal(again['rep_t'], train_targets['rep_t'])
+    fresh = build_model(
+        tiny_u2pl_cfg(with_contrast=True, num_classes=NUM_CLASSES))
+    # the teacher is back in eval mode with its running statistics intact
+    assert not model.teacher.training
+    for name, buffer in model.teacher.named_buffers():
+        assert torch.equal(buffer, fresh.teacher.get_buffer(name)), name
+    # the main random stream and every other loss are the same in both modes
+    assert torch.equal(train_targets['rng_state'], eval_targets['rng_state'])
+    for key in ('sup.decode.loss_ce', 'unsup.loss_ce'):
+        assert torch.equal(train_targets['losses'][key],
+                           eval_targets['losses'][key]), key
+    assert not torch.equal(train_targets['losses']['contrast.loss_contrast'],
+                           eval_targets['losses']['contrast.loss_contrast'])
+
+
+def test_contrastive_draws_differ_between_ranks(monkeypatch):
+    """Anchors and negatives are drawn per rank; one process is unchanged."""
+    from mmseg_u2pl.models.utils import random_stream
+    mask = torch.zeros(2, 16, 16, dtype=torch.bool)
+
+    def contrast_loss(world_size, rank):
+        monkeypatch.setattr(random_stream, 'get_world_size',
+                            lambda: world_size)
+        monkeypatch.setattr(random_stream, 'get_rank', lambda: rank)
+        _, _, _, targets = _contrastive_inputs(False, mask, monkeypatch)
+        return targets['losses']
+
+    single, rank0, rank1 = (contrast_loss(1, 0), contrast_loss(2, 0),
+                            contrast_loss(2, 1))
+    key = 'contrast.loss_contrast'
+    assert not torch.equal(rank0[key], rank1[key])
+    assert torch.equal(contrast_loss(1, 0)[key], single[key])
+    # the rest of the step does not depend on the rank
+    for other in (rank0, rank1):
+        assert torch.equal(other['unsup.loss_ce'], single['unsup.loss_ce'])

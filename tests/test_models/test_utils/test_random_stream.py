@@ -86,3 +86,24 @@ def test_cuda_generator_is_forked_too(seeded):
     with separate_random_stream('branch', 0, device='cuda'):
         torch.rand(5, device='cuda')
     assert torch.equal(torch.rand(5, device='cuda'), expected)
+
+
+def test_per_rank_streams_differ_between_ranks_only(seeded, monkeypatch):
+    from mmseg_u2pl.models.utils import random_stream
+
+    def draw(world_size, rank, per_rank=True):
+        monkeypatch.setattr(random_stream, 'get_world_size',
+                            lambda: world_size)
+        monkeypatch.setattr(random_stream, 'get_rank', lambda: rank)
+        with separate_random_stream('branch', 3, per_rank=per_rank):
+            return torch.rand(4)
+
+    single = draw(1, 0, per_rank=False)
+    # one process: the same stream as without per_rank
+    assert torch.equal(draw(1, 0), single)
+    # several: every rank its own, reproducible, stream
+    rank0, rank1 = draw(2, 0), draw(2, 1)
+    assert not torch.equal(rank0, rank1)
+    assert torch.equal(draw(2, 1), rank1)
+    # without per_rank all ranks share the stream
+    assert torch.equal(draw(2, 1, per_rank=False), single)

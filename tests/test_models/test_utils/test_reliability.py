@@ -88,7 +88,11 @@ def test_partition_by_entropy_small_tensor():
 
 
 def test_entropy_filtered_loss_hand_computed():
-    """Kept pixels: valid and not in the top-alpha entropy; sum / all."""
+    """Kept pixels: valid and not in the top-alpha entropy; Eq. 8 weight.
+
+    ``L_u = mean_kept(CE) * all / kept``: the mean over kept pixels divided
+    by the kept fraction (``all`` counts the padding too).
+    """
     # one image, 2 x 2 pixels, 2 classes; pixel (1, 1) is padding
     logits = torch.tensor([[[[2., 0.], [0., 1.]], [[0., 1.], [3., 5.]]]])
     pseudo = torch.tensor([[[0, 1], [1, 1]]])
@@ -101,12 +105,20 @@ def test_entropy_filtered_loss_hand_computed():
     assert kept.tolist() == [[[True, False], [False, False]]]
     assert partition.unreliable_mask.tolist() == [[[False, True],
                                                    [True, False]]]
-    # CE of pixel (0, 0), label 0, logits (2, 0), divided by all 4 pixels
-    expected = (math.log(math.exp(2.) + 1.) - 2.) / 4
+    # CE of pixel (0, 0), label 0, logits (2, 0): mean over 1 kept pixel,
+    # times all / kept = 4 / 1 (a sum over all 4 pixels would give CE / 4)
+    expected = (math.log(math.exp(2.) + 1.) - 2.) * 4
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     # alpha = 0 still drops the pixels AT the maximum entropy (H >= the
     # 100th percentile, as in the reference): (0, 1) here
     loss0, _, kept0 = entropy_filtered_loss(logits, pseudo, ent, valid, 0.)
     assert kept0.tolist() == [[[True, False], [True, False]]]
     ce = [math.log(math.exp(2.) + 1.) - 2., math.log(1. + math.exp(3.)) - 3.]
-    assert loss0.item() == pytest.approx(sum(ce) / 4, abs=1e-6)
+    # mean over the 2 kept pixels times 4 / 2
+    assert loss0.item() == pytest.approx(sum(ce) / 2 * 2, abs=1e-6)
+    # nothing kept: 0, not NaN
+    none_valid = torch.zeros_like(valid)
+    loss_none, _, kept_none = entropy_filtered_loss(logits, pseudo, ent,
+                                                    none_valid, 20.)
+    assert not kept_none.any()
+    assert loss_none.item() == 0.
