@@ -391,7 +391,12 @@ def test_cityscapes_settings_are_the_papers():
     # OHEM 0.7 / 100000 per GPU batch of 2 labeled images on both heads
     ohem = dict(type='OHEMPixelSampler', thresh=0.7, min_kept=50000)
     assert student.decode_head.sampler == ohem
+    # averaged over the kept pixels, as the reference's OHEM
+    loss = student.decode_head.loss_decode
+    assert (loss.type, loss.loss_weight) == ('OHEMCrossEntropyLoss', 1.0)
     aux = student.auxiliary_head
+    assert (aux.loss_decode.type,
+            aux.loss_decode.loss_weight) == ('OHEMCrossEntropyLoss', 0.4)
     assert (aux.type, aux.in_channels, aux.in_index, aux.channels,
             aux.num_classes) == ('FCNHead', 1024, 2, 256, 19)
     assert aux.loss_decode.loss_weight == 0.4

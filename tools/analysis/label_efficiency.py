@@ -217,14 +217,15 @@ def split_options(spec: RunSpec, semi: bool) -> List[str]:
     ]
 
 
-def train_command(spec: RunSpec,
-                  settings: dict,
-                  run_dir: str,
-                  iters: int,
-                  warmup: int,
-                  num_workers: int,
-                  data_root: Optional[str],
-                  extra_options: Sequence[str] = ()) -> List[str]:
+def train_command(
+    spec: RunSpec,
+    settings: dict,
+    run_dir: str,
+    iters: int,
+    warmup: int,
+    num_workers: int,
+    data_root: Optional[str],
+    extra_options: Sequence[str] = ()) -> List[str]:
     """The ``tools/train.py`` command line of one run.
 
     ``extra_options`` (``--cfg-options`` of the benchmark) come last, so

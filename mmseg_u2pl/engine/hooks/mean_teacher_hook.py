@@ -338,7 +338,8 @@ class MeanTeacherHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         """Teacher update: a copy in the warm-up, then the EMA.
 
-        The EMA update is skipped when the step was skipped (non-finite loss or AMP overflow).
+        The EMA update is skipped when the step was skipped (non-finite
+        loss or AMP overflow).
 
         Args:
             runner (Runner): The runner of the training process.

@@ -78,7 +78,8 @@ class U2PL(MeanTeacherSegmentor):
             ``dict(type='UnreliableContrastiveLoss')``; ``num_classes`` and
             ``feat_channels`` are inferred when omitted. None disables it.
         semi_train_cfg (OptConfigType): ``unsup_weight`` (``eta`` of
-            Eq. 8, 1.0), ``alpha_0`` (20, %), ``alpha_decay_start`` (``'train_start'``:
+            Eq. 8, 1.0), ``alpha_0`` (20, %), ``alpha_decay_start``
+            (``'train_start'``:
             ``alpha_t = alpha_0 (1 - t / T)`` as in the paper;
             ``'warmup_end'``: the decay runs over the semi-supervised
             iterations only, from ``alpha_0`` at the end of the warm-up),
@@ -363,8 +364,9 @@ class U2PL(MeanTeacherSegmentor):
         with torch.no_grad(), record_function('u2pl:teacher_contrast'):
             if teacher_out is None:
                 with self._contrastive_teacher_mode(rep_s.device):
-                    t_logits, _, rep_t = self._run(
-                        self.teacher, torch.cat([img_l, img_u]), True)
+                    t_logits, _, rep_t = self._run(self.teacher,
+                                                   torch.cat([img_l, img_u]),
+                                                   True)
                 prob_t = self._resize(t_logits.float(),
                                       rep_size).softmax(dim=1)
             else:

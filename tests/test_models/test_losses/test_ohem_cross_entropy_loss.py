@@ -28,7 +28,8 @@ def test_mean_over_the_kept_pixels_by_hand():
     double = MODELS.build(dict(type='OHEMCrossEntropyLoss', loss_weight=2.))
     assert double(
         logits, label, weight=weight,
-        ignore_index=255).item() == pytest.approx(ce0 + ce2, rel=1e-6)
+        ignore_index=255).item() == pytest.approx(
+            ce0 + ce2, rel=1e-6)
     none = double(
         logits, label, weight=torch.zeros_like(weight), ignore_index=255)
     assert none.item() == 0.

@@ -175,8 +175,7 @@ def test_loss_without_the_hook_is_an_error():
 # the unsupervised loss, by hand
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize('unsup_weight', [1.0, 2.5])
-def test_unsupervised_loss_is_the_kept_mean_times_all_over_kept(
-        unsup_weight):
+def test_unsupervised_loss_is_the_kept_mean_times_all_over_kept(unsup_weight):
     model = u2pl(alpha_0=25., unsup_weight=unsup_weight)
     set_train_progress(0, 100)  # alpha_t = 25 * (1 - 0 / 100) = 25 %
     inputs, samples = batch()
