@@ -254,6 +254,30 @@ def test_alpha_decay_from_the_warmup_end(toy_data_root, tmp_path):  # noqa
     assert all('unsup.alpha_t' not in records[i] for i in (1, 2))
 
 
+def test_train_mode_teacher_for_contrastive_targets(full_run, toy_data_root,
+                                                    tmp_path):  # noqa
+    """``contrastive_teacher_mode='train'`` (two teacher passes) trains.
+
+    The warm-up draws nothing from the teacher: its losses are those of the
+    default run; the teacher's validation during the warm-up is the
+    student's (the teacher follows the student until the EMA starts).
+    """
+    work_dir = str(tmp_path / 'train_mode_teacher')
+    options = full_options(toy_data_root)
+    options['model.semi_train_cfg.reuse_teacher_forward'] = False
+    options['model.semi_train_cfg.contrastive_teacher_mode'] = 'train'
+    options['custom_hooks.0.warmup_iters'] = 3
+    train(U2PL_CONFIG, work_dir, options)
+    records = check_trained(work_dir, with_contrast=True, warmup=3)
+    contrast = [records[i]['contrast.loss_contrast'] for i in range(4, 7)]
+    assert all(np.isfinite(contrast)) and max(contrast) > 0
+    default = train_records(full_run)
+    assert records[1]['sup.decode.loss_ce'] == \
+        default[1]['sup.decode.loss_ce']
+    warmup_val = val_records(work_dir)[3]
+    assert warmup_val['teacher/mIoU'] == warmup_val['student/mIoU']
+
+
 # ---------------------------------------------------------------------------
 # (c): resume
 # ---------------------------------------------------------------------------
