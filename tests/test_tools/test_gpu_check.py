@@ -156,9 +156,9 @@ def test_dry_run(tmp_path):
     assert parts['environment']['measured']['device'].startswith('CPU only')
 
     # every CUDA-only test ran and skipped (the dry run hides CUDA)
-    assert parts['cuda_tests']['measured']['counts'] == {
-        'skipped': len(gpu_check.cuda_only_tests())
-    }
+    counts = parts['cuda_tests']['measured']['counts']
+    assert counts['skipped'] == len(gpu_check.cuda_only_tests()), counts
+    assert not {'passed', 'failed', 'error', 'errors'} & set(counts), counts
 
     # the trainings: all iterations, finite losses; deterministic twice:
     # the same losses

@@ -64,7 +64,7 @@ from typing import Callable, Dict, List, Optional
 if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import (  # noqa: E402
-    CITYSCAPES_U2PL_CONFIG, ROOT, TOY_U2PL_CONFIG, VOC_U2PL_CONFIG)
+    ROOT, TOY_U2PL_CONFIG, VOC_U2PL_CONFIG)
 from label_efficiency import (  # noqa: E402
     FULL, METHODS, RunSpec, config_settings, read_scalars, train_command)
 
@@ -413,7 +413,8 @@ def imports_ok(env: Dict[str, str]) -> subprocess.CompletedProcess:
         cwd=ROOT,
         env=env,
         capture_output=True,
-        text=True)
+        text=True,
+        timeout=300)
 
 
 def distribution_of(wheel: str) -> str:
