@@ -37,6 +37,14 @@ MIB = 2**20
 #: full U2PL on the toy dataset: the default config of the per-step tools
 TOY_U2PL_CONFIG = ('configs/u2pl/'
                    'u2pl_deeplabv3plus_r18-d8_1xb4+4-2k_toy-1-16-64x64.py')
+#: the paper's per-GPU sizes: VOC 513 crops, 4 + 4 images (ResNet-101)
+VOC_U2PL_CONFIG = (
+    'configs/voc/'
+    'u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-1464-513x513.py')
+#: and Cityscapes 769 crops, 2 + 2 images
+CITYSCAPES_U2PL_CONFIG = (
+    'configs/cityscapes/'
+    'u2pl_deeplabv3plus_r101-d8_8xb2+2-200e_cityscapes-744-769x769.py')
 
 #: What each variant trains on per iteration (``B_l`` labeled and ``B_u``
 #: unlabeled images, ``B_u == B_l``).

@@ -235,18 +235,20 @@ def time_iteration(config: str,
                    crop: int,
                    device: Optional[str] = None,
                    repeats: int = 5,
-                   warmup: int = 2) -> Dict[str, float]:
+                   warmup: int = 2,
+                   amp: bool = False) -> Dict[str, float]:
     """Time one U2PL ``train_step`` of ``config`` at ``crop``.
 
     The config's per-GPU batch, fake images and labels, the optimizer step
-    included (see ``benchmark_step.py``).
+    included (see ``benchmark_step.py``); ``amp`` trains with mixed
+    precision as ``tools/train.py --amp``.
     """
     device = resolve_device(device)
     cfg = load_bench_config(config, device, crop=crop)
     num_labeled = config_batch_and_crop(cfg)[0]
     model = build_variant(cfg, 'u2pl', device)
     set_train_progress(1, 100)
-    wrapper = build_bench_optim_wrapper(cfg, model, device, False)
+    wrapper = build_bench_optim_wrapper(cfg, model, device, amp)
     batch = fake_batch('u2pl', cfg, num_labeled, crop)
     return _time(lambda: model.train_step(copy.deepcopy(batch), wrapper),
                  device, repeats, warmup)
@@ -393,6 +395,11 @@ def parse_args():
         default=None,
         help='also time one U2PL training iteration of this config at the '
         "sizes' crop (ResNet-101 at 513: minutes per iteration on a CPU)")
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision in the --iteration step (fp16 on CUDA, '
+        'bfloat16 on CPU); pair it with --input-dtype for the losses')
     return parser.parse_args()
 
 
@@ -423,7 +430,8 @@ def main():
             SIZES[args.sizes]['crop'],
             device=args.device,
             repeats=max(1, min(args.repeats, 5)),
-            warmup=1)
+            warmup=1,
+            amp=args.amp)
     print(format_table(contrastive))
     print()
     print(format_table(unsupervised, 'unsupervised loss'))

@@ -56,7 +56,9 @@ from _bench_common import (
     markdown_table,
     peak_rss_mib,
     reset_peak_rss,
+    CITYSCAPES_U2PL_CONFIG,
     TOY_U2PL_CONFIG,
+    VOC_U2PL_CONFIG,
     resolve_config,
     resolve_device,
     set_train_progress,
@@ -65,14 +67,9 @@ from mmengine.config import Config  # noqa: E402
 
 #: The configs of ``--preset`` (per-GPU batch and crop are read from them).
 PRESETS = {
-    'toy':
-    TOY_U2PL_CONFIG,
-    'voc':
-    'configs/voc/'
-    'u2pl_deeplabv3plus_r101-d8_4xb4+4-80e_voc-classic-1464-513x513.py',
-    'cityscapes':
-    'configs/cityscapes/'
-    'u2pl_deeplabv3plus_r101-d8_8xb2+2-200e_cityscapes-744-769x769.py',
+    'toy': TOY_U2PL_CONFIG,
+    'voc': VOC_U2PL_CONFIG,
+    'cityscapes': CITYSCAPES_U2PL_CONFIG,
 }
 RESULT_PREFIX = 'BENCHMARK_MEMORY_RESULT '
 

@@ -199,6 +199,11 @@ def count_step(model, wrapper, batch, device) -> Tuple[HostReadCounter, int]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     add_step_arguments(parser)
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision as tools/train.py --amp (fp16 with dynamic '
+        'loss scaling on CUDA, bfloat16 on CPU)')
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     cfg = load_bench_config(args.config, device, crop=args.crop)
@@ -207,13 +212,13 @@ def main(argv=None):
     totals = {}
     for variant in VARIANTS:
         model = build_variant(cfg, variant, device)
-        wrapper = build_bench_optim_wrapper(cfg, model, device, amp=False)
+        wrapper = build_bench_optim_wrapper(cfg, model, device, amp=args.amp)
         model.train_step(copy.deepcopy(batch), wrapper)  # first-step work
         counter, real = count_step(model, wrapper, batch, device)
         totals[variant] = (counter.total, real)
-        print(f'\n{variant} ({device}, crop {args.crop}, {args.batch} + '
-              f'{args.batch} images): {counter.total} host reads in one '
-              'training step\n')
+        print(f'\n{variant} ({device}, AMP {"on" if args.amp else "off"}, '
+              f'crop {args.crop}, {args.batch} + {args.batch} images): '
+              f'{counter.total} host reads in one training step\n')
         print('| call site | host read | per step |')
         print('|---|---|---|')
         for (site, kind), num in sorted(counter.counts.items()):
