@@ -1,9 +1,9 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 from .semi_dataset import SemiDataset
-from .toy_dataset import ToyShapesDataset
+from .toy_dataset import ToyShapes21Dataset, ToyShapesDataset
 from .validation import check_dataset_files, check_label_values
 
 __all__ = [
-    'SemiDataset', 'ToyShapesDataset', 'check_dataset_files',
-    'check_label_values'
+    'SemiDataset', 'ToyShapesDataset', 'ToyShapes21Dataset',
+    'check_dataset_files', 'check_label_values'
 ]

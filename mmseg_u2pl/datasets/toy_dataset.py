@@ -4,6 +4,8 @@ from typing import Any, Optional
 
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+from .toy21_generator import CLASSES as TOY21_CLASSES
+from .toy21_generator import PALETTE as TOY21_PALETTE
 from .toy_generator import CLASSES, PALETTE
 from .validation import (check_dataset_files, check_dataset_paths,
                          check_label_values, naming_sample_files)
@@ -143,3 +145,34 @@ class ToyShapesDataset(BaseSegDataset):
                 filename = sample.metainfo.get('seg_map_path', f'sample {idx}')
                 check_label_values(sample.gt_sem_seg.data, num_classes,
                                    self.ignore_index, filename)
+
+
+@DATASETS.register_module()
+class ToyShapes21Dataset(ToyShapesDataset):
+    """ToyShapes21: 20 object classes in five groups of four confusable
+    classes, with a long-tailed frequency (``toy21_generator``).
+
+    Same layout, validation and arguments as :class:`ToyShapesDataset`.
+    Generate the files once with ``python tools/misc/make_toy_dataset.py
+    --dataset toy21 --out data/toy21``; the classes and their cues are
+    described in ``docs/benchmarks.md`` (ToyShapes21).
+
+    Config example::
+
+        train_dataloader = dict(
+            dataset=dict(
+                type='ToyShapes21Dataset',
+                data_root='data/toy21',
+                ann_file='splits/labeled_1-16.txt',
+                pipeline=train_pipeline))
+    """
+    METAINFO = dict(classes=TOY21_CLASSES, palette=TOY21_PALETTE)
+
+    def _fix_hint(self) -> str:
+        root = str(self.data_root
+                   or 'data/toy21').replace('{', '{{').replace('}', '}}')
+        return ('generate the dataset with `python '
+                'tools/misc/make_toy_dataset.py --dataset toy21 --out '
+                f'{root}` from the repository root, or fix data_root / '
+                'ann_file in your config (relative paths are resolved from '
+                'the current directory {cwd})')

@@ -15,6 +15,8 @@ import pytest
 from mmengine.config import Config
 from toy_fixtures import REPO_ROOT
 
+from mmseg_u2pl.models.segmentors.u2pl import DEFAULT_SEMI_TRAIN_CFG
+
 SCRIPT = osp.join(REPO_ROOT, 'tools', 'analysis', 'label_efficiency.py')
 _spec = importlib.util.spec_from_file_location('label_efficiency', SCRIPT)
 le = importlib.util.module_from_spec(_spec)
@@ -176,7 +178,8 @@ def test_train_command_reads_the_config():
     assert not any('ann_file' in o for o in opts)
     # --cfg-options of the benchmark come last, for every run
     extra = ['model.semi_train_cfg.reuse_teacher_forward=False']
-    opts = le.train_command(spec, settings, '/tmp/run', 10, 3, 0, None, extra)
+    opts = le.train_command(
+        spec, settings, '/tmp/run', 10, 3, 0, None, extra_options=extra)
     assert opts[-1] == extra[0]
     assert le.parse_args(['--cfg-options', extra[0]]).cfg_options == extra
 
@@ -300,3 +303,168 @@ def test_main_reports_missing_split_and_failed_run(tmp_path, monkeypatch):
     assert not osp.exists(
         osp.join(
             str(tmp_path / 'le'), 'supervised_1-16_seed0', le.RESULT_FILE))
+
+
+# ----------------------------------------------------------------------
+# the ToyShapes21 benchmark
+
+
+def test_toy21_benchmark_plan_and_configs():
+    bench = le.BENCHMARKS['toy21']
+    assert list(bench.methods) == [
+        'supervised', 'cutmix-mt', 'u2pl-nocontrast', 'u2pl',
+        'u2pl-reliable-neg', 'u2pl-all-neg', 'supervised-full'
+    ]
+    assert bench.fractions == ('1-16', ) and len(bench.seeds) >= 6
+    runs = le.plan_runs(
+        list(bench.methods), ['1-16'], bench.seeds, bench.methods)
+    assert len(runs) == 7 * len(bench.seeds)
+    with pytest.raises(ValueError, match='cutmix-mt'):
+        le.plan_runs(['cutmix-mt'], ['1-16'], [0])  # not a toy method
+    cfgs = {
+        m: Config.fromfile(
+            osp.join(REPO_ROOT, path), import_custom_modules=False)
+        for m, path in bench.methods.items()
+    }
+    for method in le.SEMI_METHODS:
+        settings = le.config_settings(bench.methods[method])
+        assert settings['semi'] and settings['hook'] is not None
+    semi = {
+        m: cfg.model.semi_train_cfg
+        for m, cfg in cfgs.items() if 'semi_train_cfg' in cfg.model
+    }
+    # the CutMix mean teacher: no entropy filter, no contrastive loss; the
+    # others keep the paper's alpha_0 = 20 % (U2PL's default)
+    alpha_0 = {
+        m: cfg.get('alpha_0', DEFAULT_SEMI_TRAIN_CFG['alpha_0'])
+        for m, cfg in semi.items()
+    }
+    assert alpha_0 == {
+        'cutmix-mt': 0,
+        'u2pl-nocontrast': 20,
+        'u2pl': 20,
+        'u2pl-reliable-neg': 20,
+        'u2pl-all-neg': 20
+    }
+    for method in ('cutmix-mt', 'u2pl-nocontrast'):
+        assert cfgs[method].model.get('contrastive_loss') is None
+    sources = {
+        m: cfgs[m].model.contrastive_loss.negative_source
+        for m in ('u2pl', 'u2pl-reliable-neg', 'u2pl-all-neg')
+    }
+    assert sources == {
+        'u2pl': 'unreliable',
+        'u2pl-reliable-neg': 'reliable',
+        'u2pl-all-neg': 'all'
+    }
+    # one schedule for every method of the table
+    assert len({cfg.train_cfg.max_iters for cfg in cfgs.values()}) == 1
+    args = le.parse_args(['--benchmark', 'toy21'])
+    assert args.methods == list(bench.methods)
+    assert args.seeds == list(bench.seeds)
+    assert args.work_dir == bench.work_dir
+
+
+TOY21_HAND = {  # seed: (supervised, u2pl-nocontrast, u2pl, u2pl-reliable-neg)
+    0: (40., 50., 53., 52.),
+    1: (42., 49., 50., 51.),
+    2: (38., 47., 51., 48.),
+}
+
+
+def toy21_results():
+    methods = ('supervised', 'u2pl-nocontrast', 'u2pl', 'u2pl-reliable-neg')
+    results = [
+        dict(method=m, fraction='1-16', seed=seed, miou=v, wall_s=60.)
+        for seed, values in TOY21_HAND.items()
+        for m, v in zip(methods, values)
+    ]
+    results += [
+        dict(
+            method='supervised-full',
+            fraction='full',
+            seed=seed,
+            miou=60.,
+            wall_s=60.) for seed in (0, 1)
+    ]
+    return results
+
+
+def test_paired_differences():
+    pairs = [('u2pl', 'u2pl-nocontrast'), ('u2pl', 'u2pl-reliable-neg'),
+             ('u2pl', 'u2pl-all-neg'), ('supervised-full', 'supervised')]
+    rows = le.paired_differences(toy21_results(), pairs, ['1-16'])
+    by = {(r['a'], r['b']): r for r in rows}
+    # u2pl - nocontrast per seed: 3, 1, 4 -> mean 8/3, sample std
+    # sqrt(((1/3)^2 + (5/3)^2 + (4/3)^2) / 2) = sqrt(7/3), se = sqrt(7/9)
+    diff = by[('u2pl', 'u2pl-nocontrast')]
+    assert diff['seeds'] == [0, 1, 2]
+    assert diff['mean'] == pytest.approx(8 / 3)
+    assert diff['std'] == pytest.approx((7 / 3)**0.5)
+    assert diff['se'] == pytest.approx((7 / 9)**0.5)
+    # unreliable - reliable: 1, -1, 3 -> mean 1, std 2, se 2 / sqrt(3)
+    diff = by[('u2pl', 'u2pl-reliable-neg')]
+    assert diff['mean'] == pytest.approx(1.)
+    assert diff['se'] == pytest.approx(2 / 3**0.5)
+    # no all-pixel runs; the upper bound pairs with its own fraction
+    assert by[('u2pl', 'u2pl-all-neg')]['mean'] is None
+    assert by[('supervised-full', 'supervised')]['seeds'] == [0, 1]
+    assert by[('supervised-full', 'supervised')]['mean'] == 19.
+    table = le.format_paired_markdown(rows).splitlines()
+    assert table[2] == '| 1/16 | u2pl - u2pl-nocontrast | +2.67 ± 0.88 | 3 |'
+    assert table[3] == ('| 1/16 | u2pl - u2pl-reliable-neg | +1.00 ± 1.15 '
+                        '| 3 |')
+    assert table[4] == '| 1/16 | u2pl - u2pl-all-neg | missing | 0 |'
+    assert table[5] == ('| 1/16 | supervised-full - supervised | '
+                        '+19.00 ± 1.00 | 2 |')
+
+
+def test_standard_error_table():
+    rows = le.summarize(
+        toy21_results(),
+        ['supervised', 'u2pl', 'u2pl-reliable-neg', 'supervised-full'],
+        ['1-16'])
+    table = le.format_markdown(rows, error='se').splitlines()
+    assert 'mean ± s.e.' in table[0]
+    # supervised 40, 42, 38: std 2, se 2 / sqrt(3) = 1.15
+    assert table[2].startswith('| 1/16 | supervised | 40.0 ± 1.2 | 3 |')
+    # u2pl 53, 50, 51 -> 51.33; gap closed from the means: 11.33 / 20
+    assert table[3].startswith('| 1/16 | u2pl | 51.3 ± 0.9 | 3 | 56.7 ± ')
+    with pytest.raises(ValueError, match="'var'"):
+        le.format_markdown(rows, error='var')
+
+
+def test_main_toy21_writes_paired_differences(tmp_path, monkeypatch):
+    hand = {
+        f'{m}_1-16_seed{s}': v
+        for s, values in TOY21_HAND.items()
+        for m, v in zip(('supervised', 'u2pl-nocontrast', 'u2pl'), values)
+    }
+
+    def fake_run(cmd, cwd=None, env=None, stdout=None, stderr=None):
+        run_dir = cmd[cmd.index('--work-dir') + 1]
+        assert 'toy21' in cmd[2]
+        iters = int(
+            next(o for o in cmd
+                 if o.startswith('train_cfg.max_iters=')).split('=')[1])
+        name = osp.basename(run_dir)
+        write_scalars(run_dir, hand[name], iters, 'u2pl' in name)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(le.subprocess, 'run', fake_run)
+    work_dir = str(tmp_path / 'le21')
+    le.main([
+        '--benchmark', 'toy21', '--methods', 'supervised', 'u2pl-nocontrast',
+        'u2pl', '--seeds', '0', '1', '2', '--iters', '6', '--jobs', '2',
+        '--data-root',
+        fake_data_root(tmp_path), '--work-dir', work_dir
+    ])
+    with open(osp.join(work_dir, 'label_efficiency.md')) as f:
+        text = f.read()
+    assert '| 1/16 | u2pl - u2pl-nocontrast | +2.67 ± 0.88 | 3 |' in text
+    assert 'reliable' not in text  # pairs of methods not run are left out
+    with open(osp.join(work_dir, 'label_efficiency.json')) as f:
+        saved = json.load(f)
+    assert saved['settings']['benchmark'] == 'toy21'
+    assert saved['runs'][0]['config'].startswith('configs/')
+    assert 'toy21' in saved['runs'][0]['config']

@@ -1,5 +1,20 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Label-efficiency benchmark on the embedded toy dataset.
+"""Label-efficiency benchmarks on the embedded datasets.
+
+``--benchmark toy`` (the default) is the label-efficiency study of the
+6-class toy dataset described below. ``--benchmark toy21`` is the benchmark
+in the paper's regime on ToyShapes21 (21 classes, pretrained backbone): at
+one scarce-label fraction (1/16) it trains supervised, a CutMix mean
+teacher (``cutmix-mt``: U2PL without ``L_c`` and with ``alpha_0 = 0``, i.e.
+every pixel's pseudo-label trains the student), U2PL without ``L_c``, full
+U2PL, full U2PL with negatives from reliable pixels and from all pixels
+(paper Table 4), and supervised on all labels, over 6 paired seeds; the
+table gives mean ± standard error, the gap closed, and the paired
+differences (full minus without ``L_c``, unreliable minus reliable / all
+negatives, ...) with their standard errors. See docs/benchmarks.md
+(ToyShapes21) for its schedule and run time.
+
+The toy benchmark:
 
 For each labeled fraction (default 1/16, 1/8, 1/4) it trains, with the same
 network, schedule and seed: (a) ``supervised`` only on the labeled part,
@@ -35,6 +50,7 @@ Examples::
 
     python tools/analysis/label_efficiency.py --quick
     python tools/analysis/label_efficiency.py --jobs 2
+    python tools/analysis/label_efficiency.py --benchmark toy21 --jobs 2
     python tools/analysis/label_efficiency.py --fractions 1-16 1-8 \\
         --seeds 0 1 --iters 1000 --work-dir work_dirs/le_short
 """
@@ -66,15 +82,63 @@ METHODS = {
     'supervised-full':
     'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy-full-64x64.py',
 }
+_TOY21 = '1xb4+4-2k_toy21-1-16-64x64.py'
+#: The ToyShapes21 benchmark: method -> config (1/16 labels; the split of
+#: another fraction is set on the command line as for the toy).
+TOY21_METHODS = {
+    'supervised':
+    'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy21-1-16-64x64.py',
+    'cutmix-mt':
+    'configs/u2pl/cutmix-mt_deeplabv3plus_r18-d8_' + _TOY21,
+    'u2pl-nocontrast':
+    'configs/u2pl/u2pl-nocontrast_deeplabv3plus_r18-d8_' + _TOY21,
+    'u2pl':
+    'configs/u2pl/u2pl_deeplabv3plus_r18-d8_' + _TOY21,
+    'u2pl-reliable-neg':
+    'configs/u2pl/u2pl-reliable-neg_deeplabv3plus_r18-d8_' + _TOY21,
+    'u2pl-all-neg':
+    'configs/u2pl/u2pl-all-neg_deeplabv3plus_r18-d8_' + _TOY21,
+    'supervised-full':
+    'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy21-full-64x64.py',
+}
 LOWER, UPPER = 'supervised', 'supervised-full'
-SEMI_METHODS = ('u2pl-nocontrast', 'u2pl')
+SEMI_METHODS = ('cutmix-mt', 'u2pl-nocontrast', 'u2pl', 'u2pl-reliable-neg',
+                'u2pl-all-neg')
 #: The fraction of the upper bound (every training label).
 FULL = 'full'
 #: Split lists the toy generator writes (``tools/misc/make_toy_dataset.py``).
 SPLIT_FILE = 'splits/{kind}_{fraction}.txt'
 RESULT_FILE = 'label_efficiency_result.json'
 #: Longest runs first, so that parallel jobs end together.
-COST_ORDER = ('u2pl', 'u2pl-nocontrast', 'supervised-full', 'supervised')
+COST_ORDER = ('u2pl', 'u2pl-reliable-neg', 'u2pl-all-neg', 'u2pl-nocontrast',
+              'cutmix-mt', 'supervised-full', 'supervised')
+
+
+class Benchmark(NamedTuple):
+    """One benchmark of the tool (``--benchmark``)."""
+    methods: Dict[str, str]
+    fractions: Tuple[str, ...]
+    seeds: Tuple[int, ...]
+    #: paired differences reported, ``(a, b)``: mIoU(a) - mIoU(b) per seed
+    pairs: Tuple[Tuple[str, str], ...]
+    #: the ``±`` of the table: ``'std'`` over seeds or standard ``'se'``
+    error: str
+    title: str
+    work_dir: str
+
+
+BENCHMARKS = {
+    'toy':
+    Benchmark(METHODS, ('1-16', '1-8', '1-4'), (0, 1, 2),
+              (('u2pl', 'u2pl-nocontrast'), ), 'std', 'toy dataset',
+              'work_dirs/label_efficiency'),
+    'toy21':
+    Benchmark(TOY21_METHODS, ('1-16', ), (0, 1, 2, 3, 4, 5),
+              (('u2pl', 'u2pl-nocontrast'), ('u2pl', 'u2pl-reliable-neg'),
+               ('u2pl', 'u2pl-all-neg'), ('u2pl-nocontrast', 'cutmix-mt'),
+               ('u2pl', 'cutmix-mt'), ('cutmix-mt', 'supervised')), 'se',
+              'ToyShapes21', 'work_dirs/label_efficiency_toy21'),
+}
 
 
 class RunSpec(NamedTuple):
@@ -116,17 +180,21 @@ def fraction_label(fraction: str) -> str:
     return 'all' if fraction == FULL else fraction.replace('-', '/')
 
 
-def plan_runs(methods: Sequence[str], fractions: Sequence[str],
-              seeds: Sequence[int]) -> List[RunSpec]:
+def plan_runs(methods: Sequence[str],
+              fractions: Sequence[str],
+              seeds: Sequence[int],
+              available: Optional[Dict[str, str]] = None) -> List[RunSpec]:
     """Every training the benchmark needs, longest first.
 
     ``supervised-full`` is trained once per seed (fraction ``full``); the
-    other methods once per fraction and seed.
+    other methods once per fraction and seed. ``available`` are the
+    benchmark's methods (default: the toy's :data:`METHODS`).
     """
-    unknown = sorted(set(methods) - set(METHODS))
+    available = METHODS if available is None else available
+    unknown = sorted(set(methods) - set(available))
     if unknown:
         raise ValueError(f'unknown method(s) {unknown}; choose from '
-                         f'{list(METHODS)}')
+                         f'{list(available)}')
     for fraction in fractions:
         parse_fraction(fraction)
     runs = []
@@ -217,20 +285,22 @@ def split_options(spec: RunSpec, semi: bool) -> List[str]:
     ]
 
 
-def train_command(
-    spec: RunSpec,
-    settings: dict,
-    run_dir: str,
-    iters: int,
-    warmup: int,
-    num_workers: int,
-    data_root: Optional[str],
-    extra_options: Sequence[str] = ()) -> List[str]:
+def train_command(spec: RunSpec,
+                  settings: dict,
+                  run_dir: str,
+                  iters: int,
+                  warmup: int,
+                  num_workers: int,
+                  data_root: Optional[str],
+                  methods: Optional[Dict[str, str]] = None,
+                  extra_options: Sequence[str] = ()) -> List[str]:
     """The ``tools/train.py`` command line of one run.
 
+    Its config comes from ``methods`` (default the toy's :data:`METHODS`);
     ``extra_options`` (``--cfg-options`` of the benchmark) come last, so
     that they apply to every run on top of the benchmark's own.
     """
+    methods = METHODS if methods is None else methods
     options = [
         f'randomness.seed={spec.seed}', f'train_cfg.max_iters={iters}',
         f'train_cfg.val_interval={iters}',
@@ -263,7 +333,7 @@ def train_command(
     return [
         sys.executable,
         osp.join(ROOT, 'tools', 'train.py'),
-        osp.join(ROOT, METHODS[spec.method]), '--work-dir', run_dir,
+        osp.join(ROOT, methods[spec.method]), '--work-dir', run_dir,
         '--cfg-options'
     ] + options
 
@@ -283,9 +353,10 @@ def check_splits(runs: Sequence[RunSpec], settings: Dict[str, dict],
                 root, SPLIT_FILE.format(kind=kind, fraction=spec.fraction))
             if not osp.isfile(path):
                 raise FileNotFoundError(
-                    f'split list {path} does not exist: generate the toy '
-                    'dataset with tools/misc/make_toy_dataset.py or choose '
-                    'fractions that exist (--fractions).')
+                    f'split list {path} does not exist: generate the '
+                    'dataset with tools/misc/make_toy_dataset.py (--dataset '
+                    'toy21 for ToyShapes21) or choose fractions that exist '
+                    '(--fractions).')
 
 
 # ---------------------------------------------------------------------------
@@ -350,7 +421,7 @@ def load_result(run_dir: str, iters: int, warmup: int) -> Optional[dict]:
 
 
 def train_one(spec: RunSpec, command: List[str], run_dir: str, iters: int,
-              warmup: int) -> dict:
+              warmup: int, config: str) -> dict:
     """Train one run from scratch and store its result."""
     if osp.isdir(run_dir):  # interrupted or forced: start clean
         shutil.rmtree(run_dir)
@@ -372,7 +443,7 @@ def train_one(spec: RunSpec, command: List[str], run_dir: str, iters: int,
         iters=iters,
         warmup=warmup,
         wall_s=wall,
-        config=METHODS[spec.method],
+        config=config,
         **final_metrics(run_dir, iters))
     with open(osp.join(run_dir, RESULT_FILE), 'w') as f:
         json.dump(result, f, indent=2)
@@ -451,58 +522,146 @@ def summarize(results: Sequence[dict], methods: Sequence[str],
     return rows
 
 
+def paired_differences(results: Sequence[dict], pairs: Sequence[Tuple[str,
+                                                                      str]],
+                       fractions: Sequence[str]) -> List[dict]:
+    """Seed-paired differences ``mIoU(a) - mIoU(b)``, per fraction.
+
+    Runs of the same seed share the data order, augmentation and
+    initialisation, so the per-seed difference removes what the seed
+    decides for both.
+
+    Returns:
+        list[dict]: One row per fraction and pair with ``a``, ``b``,
+        ``fraction``, ``seeds`` (those with both runs), ``mean``, ``std``
+        (sample standard deviation of the differences, None below two
+        seeds) and ``se`` (``std / sqrt(n)``).
+    """
+    by_key: Dict[Tuple[str, str], Dict[int, float]] = {}
+    for r in results:
+        by_key.setdefault((r['method'], r['fraction']),
+                          {})[r['seed']] = r['miou']
+    rows = []
+    for fraction in fractions:
+        for a, b in pairs:
+            runs_a = by_key.get((a, FULL if a == UPPER else fraction), {})
+            runs_b = by_key.get((b, FULL if b == UPPER else fraction), {})
+            seeds = sorted(set(runs_a) & set(runs_b))
+            diffs = [runs_a[s] - runs_b[s] for s in seeds]
+            row = dict(
+                a=a,
+                b=b,
+                fraction=fraction,
+                seeds=seeds,
+                mean=None,
+                std=None,
+                se=None)
+            if diffs:
+                row['mean'] = statistics.mean(diffs)
+            if len(diffs) > 1:
+                row['std'] = statistics.stdev(diffs)
+                row['se'] = row['std'] / len(diffs)**0.5
+            rows.append(row)
+    return rows
+
+
+def format_paired_markdown(rows: Sequence[dict]) -> str:
+    """The Markdown table of :func:`paired_differences`'s rows."""
+    lines = [
+        '| labeled | difference | mIoU points (mean ± s.e.) | seeds |',
+        '|---|---|---|---|'
+    ]
+    for r in rows:
+        if r['mean'] is None:
+            value = 'missing'
+        elif r['se'] is None:
+            value = f'{r["mean"]:+.2f}'
+        else:
+            value = f'{r["mean"]:+.2f} ± {r["se"]:.2f}'
+        lines.append(f'| {fraction_label(r["fraction"])} | {r["a"]} - '
+                     f'{r["b"]} | {value} | {len(r["seeds"])} |')
+    return '\n'.join(lines)
+
+
 def _fmt_value(mean: Optional[float],
                std: Optional[float],
                n: int,
                scale: float = 1.0,
-               unit: str = '') -> str:
+               unit: str = '',
+               error: str = 'std') -> str:
     if mean is None:
         return 'missing'
     if n > 1 and std is not None:
-        return f'{scale * mean:.1f} ± {scale * std:.1f}{unit}'
+        spread = std / n**0.5 if error == 'se' else std
+        return f'{scale * mean:.1f} ± {scale * spread:.1f}{unit}'
     return f'{scale * mean:.1f}{unit}'
 
 
-def format_markdown(rows: Sequence[dict]) -> str:
-    """The Markdown table of :func:`summarize`'s rows."""
-    lines = [
-        '| labeled | method | mIoU (%, teacher for U2PL) | seeds | '
-        'gap closed | wall time / run |', '|---|---|---|---|---|---|'
-    ]
+def format_markdown(rows: Sequence[dict], error: str = 'std') -> str:
+    """The Markdown table of :func:`summarize`'s rows.
+
+    ``error``: the ``±`` is the sample standard deviation over seeds
+    (``'std'``) or the standard error of the mean (``'se'``).
+    """
+    if error not in ('std', 'se'):
+        raise ValueError(f"error must be 'std' or 'se', got {error!r}")
+    mean = 'mean ± s.e.' if error == 'se' else 'mean ± std'
+    header = ('| labeled | method | mIoU (%, teacher for U2PL) | seeds | '
+              'gap closed | wall time / run |')
+    if error == 'se':
+        header = header.replace('teacher for U2PL',
+                                'teacher for U2PL, ' + mean).replace(
+                                    'gap closed', 'gap closed (' + mean + ')')
+    lines = [header, '|---|---|---|---|---|---|']
     for r in rows:
         n = len(r['seeds'])
         closed = ''
         if 'gap_closed' in r:
             closed = 'n/a' if r['gap_closed'] is None else _fmt_value(
-                r['gap_closed'], r['gap_closed_std'], n, 100, ' %')
+                r['gap_closed'], r['gap_closed_std'], n, 100, ' %', error)
         wall = '' if r['wall_s'] is None else f'{r["wall_s"] / 60:.1f} min'
         lines.append(f'| {fraction_label(r["fraction"])} | {r["method"]} | '
-                     f'{_fmt_value(r["miou"], r["miou_std"], n)} | {n} | '
-                     f'{closed} | {wall} |')
+                     f'{_fmt_value(r["miou"], r["miou_std"], n, error=error)}'
+                     f' | {n} | {closed} | {wall} |')
     return '\n'.join(lines)
 
 
-def plot(rows: Sequence[dict], path: str) -> None:
+def plot(rows: Sequence[dict],
+         path: str,
+         title: str = 'toy dataset',
+         error: str = 'std') -> None:
     """mIoU against the labeled fraction, one line per method (PNG).
 
-    Error bars are the standard deviation over seeds; the upper bound is a
-    dashed horizontal line with its spread shaded.
+    Error bars are the standard deviation over seeds (``error='se'``: the
+    standard error); the upper bound is a dashed horizontal line with its
+    spread shaded. With a single fraction the methods are bars instead.
     """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
+    def spread(r):
+        std, n = r['miou_std'] or 0., max(1, len(r['seeds']))
+        return std / n**0.5 if error == 'se' else std
+
     fig, ax = plt.subplots(figsize=(6, 4))
+    scarce = [
+        r for r in rows if r['method'] != UPPER and r['miou'] is not None
+    ]
+    single = len({r['fraction'] for r in scarce}) == 1
     fractions = []
-    for method in (LOWER, ) + SEMI_METHODS:
-        points = [(float(parse_fraction(r['fraction'])), r['miou'],
-                   r['miou_std']) for r in rows
-                  if r['method'] == method and r['miou'] is not None]
+    for index, method in enumerate((LOWER, ) + SEMI_METHODS):
+        points = [(float(parse_fraction(r['fraction'])), r['miou'], spread(r))
+                  for r in scarce if r['method'] == method]
         if not points:
             continue
         points.sort()
         fractions += [p[0] for p in points]
         x, y, err = zip(*points)
-        ax.errorbar(x, y, yerr=err, marker='o', capsize=3, label=method)
+        if single:
+            ax.bar([index], y, yerr=err, capsize=3, label=method)
+        else:
+            ax.errorbar(x, y, yerr=err, marker='o', capsize=3, label=method)
     for r in rows:
         if r['method'] == UPPER and r['miou'] is not None:
             ax.axhline(
@@ -512,41 +671,59 @@ def plot(rows: Sequence[dict], path: str) -> None:
                 label=f'{UPPER} (all labels)')
             if r['miou_std']:
                 ax.axhspan(
-                    r['miou'] - r['miou_std'],
-                    r['miou'] + r['miou_std'],
+                    r['miou'] - spread(r),
+                    r['miou'] + spread(r),
                     color='black',
                     alpha=0.1)
     ticks = sorted(set(fractions))
-    if ticks:
+    if single:
+        ax.set_xticks([])
+        ax.set_xlabel(
+            f'labeled fraction {fraction_label(scarce[0]["fraction"])}')
+        low = min(r['miou'] - spread(r) for r in rows if r['miou'] is not None)
+        ax.set_ylim(bottom=max(0., low - 5.))
+    elif ticks:
         ax.set_xscale('log', base=2)
         ax.set_xticks(ticks)
         ax.set_xticklabels(
             [str(Fraction(t).limit_denominator()) for t in ticks])
         ax.minorticks_off()
-    ax.set_xlabel('labeled fraction')
+        ax.set_xlabel('labeled fraction')
     ax.set_ylabel('mIoU (%)')
-    ax.set_title('Label efficiency (toy dataset)')
+    ax.set_title(f'Label efficiency ({title})')
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+        ax.legend(fontsize='small')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write_outputs(work_dir: str, rows: Sequence[dict], results: Sequence[dict],
-                  settings: dict) -> str:
-    """Write ``label_efficiency.{md,json,png}``; return the Markdown."""
-    table = format_markdown(rows)
+def write_outputs(work_dir: str,
+                  rows: Sequence[dict],
+                  results: Sequence[dict],
+                  settings: dict,
+                  paired: Sequence[dict] = (),
+                  benchmark: Optional[Benchmark] = None) -> str:
+    """Write ``label_efficiency.{md,json,png}``; return the Markdown (the
+    table, then the paired differences when there are any)."""
+    benchmark = benchmark or BENCHMARKS['toy']
+    table = format_markdown(rows, benchmark.error)
+    if paired:
+        table += '\n\n' + format_paired_markdown(paired)
     base = osp.join(work_dir, 'label_efficiency')
     with open(base + '.md', 'w') as f:
         f.write(table + '\n')
     with open(base + '.json', 'w') as f:
         json.dump(
-            dict(settings=settings, rows=list(rows), runs=list(results)),
+            dict(
+                settings=settings,
+                rows=list(rows),
+                paired_differences=list(paired),
+                runs=list(results)),
             f,
             indent=2)
-    plot(rows, base + '.png')
+    plot(rows, base + '.png', benchmark.title, benchmark.error)
     return table
 
 
@@ -563,10 +740,28 @@ DEFAULT_NUM_WORKERS = 2
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--fractions', nargs='+', default=['1-16', '1-8', '1-4'])
+        '--benchmark',
+        choices=list(BENCHMARKS),
+        default='toy',
+        help='toy: the 6-class toy at 3 fractions; toy21: ToyShapes21, 7 '
+        'methods at 1/16 over 6 seeds (default: %(default)s)')
     parser.add_argument(
-        '--methods', nargs='+', choices=list(METHODS), default=list(METHODS))
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+        '--fractions',
+        nargs='+',
+        default=None,
+        help='labeled fractions (default: toy 1-16 1-8 1-4, toy21 1-16)')
+    parser.add_argument(
+        '--methods',
+        nargs='+',
+        choices=sorted(set(METHODS) | set(TOY21_METHODS)),
+        default=None,
+        help="the benchmark's methods (default: all of them)")
+    parser.add_argument(
+        '--seeds',
+        nargs='+',
+        type=int,
+        default=None,
+        help='seeds (default: toy 0 1 2, toy21 0-5)')
     parser.add_argument(
         '--iters',
         type=int,
@@ -588,7 +783,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'hence the results)')
     parser.add_argument(
         '--data-root', help='toy dataset folder (default: the configs\')')
-    parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
+    parser.add_argument(
+        '--work-dir',
+        default=None,
+        help='default: work_dirs/label_efficiency (toy), '
+        'work_dirs/label_efficiency_toy21 (toy21)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -604,8 +803,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--quick',
         action='store_true',
-        help='1/16 only, seed 0, 2 jobs (about 13 min on 2 free cores)')
+        help='1/16 only, seed 0, 2 jobs (toy: about 13 min on 2 free cores)')
     args = parser.parse_args(argv)
+    benchmark = BENCHMARKS[args.benchmark]
+    args.fractions = args.fractions or list(benchmark.fractions)
+    args.methods = args.methods or list(benchmark.methods)
+    args.seeds = args.seeds if args.seeds is not None else list(
+        benchmark.seeds)
+    args.work_dir = args.work_dir or benchmark.work_dir
     if args.quick:
         args.fractions, args.seeds = ['1-16'], [0]
         args.jobs = max(args.jobs, 2)
@@ -620,8 +825,10 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     if args.data_root:  # the trainings run from the repository root
         args.data_root = osp.abspath(args.data_root)
     os.makedirs(work_dir, exist_ok=True)
-    runs = plan_runs(args.methods, args.fractions, args.seeds)
-    settings = {m: config_settings(METHODS[m]) for m in args.methods}
+    benchmark = BENCHMARKS[args.benchmark]
+    methods = benchmark.methods
+    runs = plan_runs(args.methods, args.fractions, args.seeds, methods)
+    settings = {m: config_settings(methods[m]) for m in args.methods}
     check_splits(runs, settings, args.data_root)
     schedules = {
         m: schedule(s, args.iters, args.warmup)
@@ -656,9 +863,9 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             run_dir = osp.join(work_dir, spec.name)
             command = train_command(spec, settings[spec.method], run_dir,
                                     iters, warmup, num_workers, args.data_root,
-                                    args.cfg_options)
+                                    methods, args.cfg_options)
             futures[pool.submit(train_one, spec, command, run_dir, iters,
-                                warmup)] = spec
+                                warmup, methods[spec.method])] = spec
         for future in as_completed(futures):
             spec = futures[future]
             try:
@@ -675,9 +882,13 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     elapsed = time.time() - start
 
     rows = summarize(results, args.methods, args.fractions)
+    pairs = [(a, b) for a, b in benchmark.pairs
+             if a in args.methods and b in args.methods]
+    paired = paired_differences(results, pairs, args.fractions)
     table = write_outputs(
         work_dir, rows, results,
         dict(
+            benchmark=args.benchmark,
             fractions=args.fractions,
             methods=args.methods,
             seeds=args.seeds,
@@ -686,7 +897,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
                 for m, (i, w) in schedules.items()
             },
             jobs=args.jobs,
-            wall_s=elapsed))
+            wall_s=elapsed), paired, benchmark)
     print('\n' + table + '\n')
     print('| run | mIoU | wall time | s / iter |\n|---|---|---|---|')
     for r in sorted(

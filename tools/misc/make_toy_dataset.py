@@ -1,11 +1,12 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Generate the embedded ToyShapes dataset.
+"""Generate an embedded dataset: ToyShapes (6 classes) or ToyShapes21.
 
 Example (from the repository root)::
 
     python tools/misc/make_toy_dataset.py --out data/toy
     python tools/misc/make_toy_dataset.py --out data/toy_small \\
         --num-train 128 --num-val 32 --img-size 64 --fractions 1/8 1
+    python tools/misc/make_toy_dataset.py --dataset toy21 --out data/toy21
 """
 import argparse
 import os.path as osp
@@ -15,41 +16,72 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mmseg_u2pl.datasets.toy_generator import (  # noqa: E402
-    DEFAULT_FRACTIONS, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL,
-    generate_toy_dataset)
+from mmseg_u2pl.datasets import toy21_generator, toy_generator  # noqa: E402
+
+#: --dataset -> (display name, generate function, default arguments)
+DATASETS = {
+    'toy': ('ToyShapes', toy_generator.generate_toy_dataset,
+            dict(
+                num_train=toy_generator.DEFAULT_NUM_TRAIN,
+                num_val=toy_generator.DEFAULT_NUM_VAL,
+                img_size=96,
+                fractions=list(toy_generator.DEFAULT_FRACTIONS))),
+    'toy21': ('ToyShapes21', toy21_generator.generate_toy21_dataset,
+              dict(
+                  num_train=toy21_generator.DEFAULT_NUM_TRAIN,
+                  num_val=toy21_generator.DEFAULT_NUM_VAL,
+                  img_size=toy21_generator.DEFAULT_IMG_SIZE,
+                  fractions=list(toy21_generator.DEFAULT_FRACTIONS))),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Generate the ToyShapes semi-supervised segmentation '
+        description='Generate an embedded semi-supervised segmentation '
         'dataset (images, labels, labeled/unlabeled split lists).')
     parser.add_argument(
-        '--out', default='data/toy', help='output folder (data_root)')
+        '--dataset',
+        choices=list(DATASETS),
+        default='toy',
+        help='toy: ToyShapes, 6 classes; toy21: ToyShapes21, 21 classes '
+        '(default: %(default)s)')
+    parser.add_argument(
+        '--out',
+        default=None,
+        help='output folder (data_root; default: data/<dataset>)')
     parser.add_argument(
         '--num-train',
         type=int,
-        default=DEFAULT_NUM_TRAIN,
-        help='training images')
+        default=None,
+        help='training images (default: 128 toy, 512 toy21)')
     parser.add_argument(
         '--num-val',
         type=int,
-        default=DEFAULT_NUM_VAL,
-        help='validation images')
+        default=None,
+        help='validation images (default: 256)')
     parser.add_argument(
-        '--img-size', type=int, default=96, help='image side in pixels')
+        '--img-size',
+        type=int,
+        default=None,
+        help='image side in pixels (default: 96)')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument(
         '--fractions',
         nargs='+',
-        default=list(DEFAULT_FRACTIONS),
+        default=None,
         help='labeled fractions of the training set, space or comma '
-        'separated (default: %(default)s)')
+        'separated (default: 1/16 1/8 1/4 1/2 1; toy21 adds 1/32)')
     parser.add_argument(
         '--overwrite',
         action='store_true',
         help='replace a dataset generated with other arguments')
     args = parser.parse_args(argv)
+    defaults = DATASETS[args.dataset][2]
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.out is None:
+        args.out = osp.join('data', args.dataset)
     args.fractions = [
         f.strip() for item in args.fractions for f in item.split(',')
         if f.strip()
@@ -57,26 +89,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: dict, dataset_name: str = 'ToyShapes') -> str:
     """Human-readable summary of :func:`generate_toy_dataset`'s result."""
     state = ('already up to date, nothing written'
              if summary['reused'] else 'generated')
+    width = max(10, max(map(len, summary['class_pixel_freq_train'])))
     lines = [
-        f"ToyShapes dataset in {summary['out_dir']}: {state} "
+        f"{dataset_name} dataset in {summary['out_dir']}: {state} "
         f"({summary['time_s']:.2f} s)", 'split files (lines):'
     ]
     for name, count in summary['split_counts'].items():
         lines.append(f'  splits/{name}.txt: {count}')
     lines.append('class pixel frequency (train):')
     for name, freq in summary['class_pixel_freq_train'].items():
-        lines.append(f'  {name:<10s} {100 * freq:6.2f} %')
+        lines.append(f'  {name:<{width}s} {100 * freq:6.2f} %')
     return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    name, generate, _ = DATASETS[args.dataset]
     try:
-        summary = generate_toy_dataset(
+        summary = generate(
             args.out,
             num_train=args.num_train,
             num_val=args.num_val,
@@ -87,7 +121,7 @@ def main(argv=None) -> int:
     except (FileExistsError, ValueError, TypeError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print(format_summary(summary))
+    print(format_summary(summary, name))
     return 0
 
 

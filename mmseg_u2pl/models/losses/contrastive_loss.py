@@ -26,6 +26,10 @@ _BANK_DTYPES = {
     'bfloat16': torch.bfloat16,
 }
 _EPS = 1e-12
+#: Where unlabeled negatives come from (paper Table 4): the highest-entropy
+#: ``alpha_t`` % (the paper), the lowest-entropy ``alpha_t`` %, or every
+#: valid unlabeled pixel.
+NEGATIVE_SOURCES = ('unreliable', 'reliable', 'all')
 
 
 def class_ranks(probs: Tensor) -> Tensor:
@@ -88,7 +92,9 @@ def negative_candidate_mask(probs: Tensor, labels: Tensor,
         labeled_mask (Tensor): ``(N,)`` bool, the *valid* pixels of labeled
             images (ignored pixels excluded).
         unreliable_mask (Tensor): ``(N,)`` bool, the unreliable pixels of
-            unlabeled images.
+            unlabeled images (the source of unlabeled negatives; the
+            ablations of paper Table 4 pass the reliable or all valid
+            unlabeled pixels instead).
         rank_low (int): ``r_l``.
         rank_high (int): ``r_h``, clipped to ``C``.
 
@@ -197,6 +203,13 @@ class UnreliableContrastiveLoss(nn.Module):
         bank_dtype (str): Storage dtype of the memory bank, one of
             ``'float32'``, ``'float16'``, ``'bfloat16'``.
             Defaults to ``'float32'``.
+        negative_source (str): Which unlabeled pixels may become negative
+            keys (paper Table 4); the rank condition ``r_l <= rank_c <
+            r_h`` applies to all of them and labeled negatives are the same
+            for every value. ``'unreliable'``: the ``alpha_t`` % with the
+            highest teacher entropy (the paper); ``'reliable'``: the
+            ``alpha_t`` % with the lowest; ``'all'``: every valid unlabeled
+            pixel. Defaults to ``'unreliable'``.
         loss_name (str): Name of the loss item. Defaults to
             ``'loss_contrast'``.
 
@@ -214,6 +227,9 @@ class UnreliableContrastiveLoss(nn.Module):
         ...     rank_low=3,
         ...     rank_high=20,
         ...     loss_weight=0.1)
+        >>> # ablation of paper Table 4: negatives from reliable pixels
+        >>> contrastive_loss = dict(
+        ...     type='UnreliableContrastiveLoss', negative_source='reliable')
     """
 
     def __init__(self,
@@ -230,12 +246,13 @@ class UnreliableContrastiveLoss(nn.Module):
                  loss_weight: float = 0.1,
                  ignore_index: int = 255,
                  bank_dtype: str = 'float32',
-                 loss_name: str = 'loss_contrast') -> None:
+                 loss_name: str = 'loss_contrast',
+                 negative_source: str = 'unreliable') -> None:
         super().__init__()
         self._check_args(num_classes, feat_channels, memory_size, num_anchors,
                          num_negatives, temperature, delta_p, rank_low,
                          rank_high, prototype_momentum, loss_weight,
-                         bank_dtype)
+                         bank_dtype, negative_source)
         if num_classes <= rank_low:
             warnings.warn(
                 f'UnreliableContrastiveLoss: num_classes={num_classes} <= '
@@ -256,6 +273,7 @@ class UnreliableContrastiveLoss(nn.Module):
         self.prototype_momentum = prototype_momentum
         self.loss_weight = float(loss_weight)
         self.ignore_index = ignore_index
+        self.negative_source = negative_source
         self._loss_name = loss_name
         self.memory_bank = CategoryMemoryBank(
             num_classes,
@@ -278,7 +296,8 @@ class UnreliableContrastiveLoss(nn.Module):
     @staticmethod
     def _check_args(num_classes, feat_channels, memory_size, num_anchors,
                     num_negatives, temperature, delta_p, rank_low, rank_high,
-                    prototype_momentum, loss_weight, bank_dtype) -> None:
+                    prototype_momentum, loss_weight, bank_dtype,
+                    negative_source) -> None:
         """Raise a ValueError naming the first bad constructor argument."""
         prefix = 'UnreliableContrastiveLoss:'
 
@@ -334,6 +353,11 @@ class UnreliableContrastiveLoss(nn.Module):
         if bank_dtype not in _BANK_DTYPES:
             raise ValueError(f'{prefix} bank_dtype must be one of '
                              f'{sorted(_BANK_DTYPES)}, got {bank_dtype!r}')
+        if negative_source not in NEGATIVE_SOURCES:
+            raise ValueError(
+                f'{prefix} negative_source must be one of {NEGATIVE_SOURCES} '
+                f"(paper Table 4; 'unreliable' is the paper's method), got "
+                f'{negative_source!r}')
 
     def _check_inputs(self, student_feats: Tensor, teacher_feats: Tensor,
                       teacher_probs: Tensor, labels: Tensor, num_labeled: int,
@@ -466,6 +490,10 @@ class UnreliableContrastiveLoss(nn.Module):
         partition = partition_by_entropy(ent, valid & ~labeled, alpha)
         labeled_valid = valid & labeled
         reliable = labeled_valid | partition.reliable_mask
+        unlabeled_source = dict(
+            unreliable=partition.unreliable_mask,
+            reliable=partition.reliable_mask,
+            all=valid & ~labeled)[self.negative_source]
         labels = torch.where(valid, labels, torch.zeros_like(labels))
         classes = torch.arange(num_classes, device=labels.device)
         return dict(
@@ -474,7 +502,7 @@ class UnreliableContrastiveLoss(nn.Module):
             anchor_mask=anchor_candidate_mask(probs, labels, reliable,
                                               self.delta_p),
             negative_mask=negative_candidate_mask(probs, labels, labeled_valid,
-                                                  partition.unreliable_mask,
+                                                  unlabeled_source,
                                                   self.rank_low,
                                                   self.rank_high))
 

@@ -93,21 +93,26 @@ def test_negative_candidate_mask():
     assert clipped[2].tolist() == [True, True, False, True, False]
 
 
-def test_pixel_masks_follow_the_entropy_partition():
-    loss = build_loss(num_classes=4, rank_low=1, rank_high=3)
+def four_pixel_case():
+    """Two images of 4 pixels: labeled (pixel 2 ignored), then unlabeled
+    with entropies increasing from pixel 4 to pixel 7."""
     labels = torch.tensor([[[0, 2, IGNORE, 3]], [[0, 1, 2, 0]]])
     probs = torch.tensor([
-        # labeled image
         [0.1, 0.7, 0.1, 0.1],
         [0.05, 0.05, 0.8, 0.1],
         [0.4, 0.3, 0.2, 0.1],
         [0.6, 0.2, 0.1, 0.1],
-        # unlabeled image; entropies increase from pixel 0 to pixel 3
-        [0.97, 0.01, 0.01, 0.01],
-        [0.1, 0.85, 0.03, 0.02],
-        [0.05, 0.05, 0.8, 0.1],
-        [0.3, 0.28, 0.22, 0.2],
+        [0.97, 0.01, 0.01, 0.01],  # ranks 0 1 2 3 (ties: lower id first)
+        [0.1, 0.85, 0.03, 0.02],  # ranks 1 0 2 3
+        [0.05, 0.05, 0.8, 0.1],  # ranks 2 3 0 1
+        [0.3, 0.28, 0.22, 0.2],  # ranks 0 1 2 3
     ]).reshape(2, 1, 4, 4).permute(0, 3, 1, 2)
+    return labels, probs
+
+
+def test_pixel_masks_follow_the_entropy_partition():
+    loss = build_loss(num_classes=4, rank_low=1, rank_high=3)
+    labels, probs = four_pixel_case()
     masks = loss._pixel_masks(probs, labels, num_labeled=1, alpha=25.)
     # alpha 25 over 4 unlabeled pixels: lowest entropy reliable, highest
     # unreliable; all valid labeled pixels reliable
@@ -120,6 +125,56 @@ def test_pixel_masks_follow_the_entropy_partition():
     # unreliable pixel 7 (ranks 0 1 2 3) -> classes ranked 1 and 2
     assert masks['negative_mask'].nonzero().tolist() == [[0, 1], [3, 0],
                                                          [7, 1], [7, 2]]
+
+
+# labeled negatives (pixel 0 -> class 1, pixel 3 -> class 0) are the same
+# for every source; an unlabeled source pixel adds its classes of rank 1-2
+LABELED_NEGATIVES = [[0, 1], [3, 0]]
+UNLABELED_NEGATIVES = {
+    4: [[4, 1], [4, 2]],
+    5: [[5, 0], [5, 2]],
+    6: [[6, 0], [6, 3]],
+    7: [[7, 1], [7, 2]]
+}
+
+
+@pytest.mark.parametrize(
+    'source, pixels',
+    [
+        ('unreliable', [7]),  # the highest-entropy 25 %: the paper
+        ('reliable', [4]),  # the lowest-entropy 25 %
+        ('all', [4, 5, 6, 7]),  # every valid unlabeled pixel
+    ])
+def test_negative_source(source, pixels):
+    labels, probs = four_pixel_case()
+    loss = build_loss(
+        num_classes=4, rank_low=1, rank_high=3, negative_source=source)
+    masks = loss._pixel_masks(probs, labels, num_labeled=1, alpha=25.)
+    expected = LABELED_NEGATIVES + sum(
+        (UNLABELED_NEGATIVES[p] for p in pixels), [])
+    assert masks['negative_mask'].nonzero().tolist() == expected
+    # the source changes only the negatives
+    default = build_loss(
+        num_classes=4, rank_low=1, rank_high=3)._pixel_masks(
+            probs, labels, num_labeled=1, alpha=25.)
+    for key in ('reliable_onehot', 'anchor_mask'):
+        assert torch.equal(masks[key], default[key])
+    # and what the forward pass pushes into the bank
+    feats = torch.randn(2, 3, 1, 4)
+    _, log_vars = loss(feats.clone().requires_grad_(), feats, probs, labels, 1,
+                       25.)
+    assert int(log_vars['num_negative_candidates']) == len(expected)
+
+
+def test_all_negative_source_skips_ignored_unlabeled_pixels():
+    labels, probs = four_pixel_case()
+    labels[1, 0, 1] = IGNORE  # unlabeled pixel 5
+    loss = build_loss(
+        num_classes=4, rank_low=1, rank_high=3, negative_source='all')
+    masks = loss._pixel_masks(probs, labels, num_labeled=1, alpha=25.)
+    assert masks['negative_mask'].nonzero().tolist() == (
+        LABELED_NEGATIVES + UNLABELED_NEGATIVES[4] + UNLABELED_NEGATIVES[6] +
+        UNLABELED_NEGATIVES[7])
 
 
 # ----------------------------------------------------------------------
@@ -508,6 +563,7 @@ def test_warns_when_unlabeled_negatives_cannot_exist():
     (dict(prototype_momentum=1.), 'prototype_momentum'),
     (dict(bank_dtype='int8'), 'bank_dtype'),
     (dict(feat_channels=0), 'feat_channels'),
+    (dict(negative_source='confident'), "negative_source.*'confident'"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,155 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+import filecmp
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmengine.registry import init_default_scope
+from PIL import Image
+
+from mmseg_u2pl.datasets import ToyShapes21Dataset
+from mmseg_u2pl.datasets.toy21_generator import (
+    CLASS_PROBS, CLASSES, OBJECT_CLASSES, PALETTE, SOURCE_CLASSES,
+    SOURCE_SHAPES, frequency_ranks, generate_toy21_dataset, render_sample,
+    render_source_image)
+from mmseg_u2pl.datasets.toy_generator import CLASSES as TOY_CLASSES
+from mmseg_u2pl.datasets.toy_generator import SHAPES
+
+SMALL = dict(num_train=96, num_val=8, img_size=48, fractions=('1/4', '1'))
+
+
+def all_files(root):
+    found = []
+    for folder, _, names in os.walk(root):
+        found += [osp.relpath(osp.join(folder, n), root) for n in names]
+    return sorted(found)
+
+
+def read_list(root, name):
+    with open(osp.join(root, 'splits', name + '.txt')) as f:
+        return f.read().splitlines()
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('toy21') / 'data')
+    generate_toy21_dataset(out, seed=0, **SMALL)
+    return out
+
+
+def test_class_set_and_groups():
+    assert len(CLASSES) == 21 and CLASSES[0] == 'background'
+    assert len(set(CLASSES)) == 21 and len(PALETTE) == 21
+    assert ToyShapes21Dataset.METAINFO['classes'] == CLASSES
+    # five groups of four: each shares two cues and differs in the third
+    cues = ('shape', 'hue', 'texture')
+    for start in range(0, 20, 4):
+        group = OBJECT_CLASSES[start:start + 4]
+        varying = [c for c in cues if len({getattr(m, c) for m in group}) > 1]
+        assert len(varying) == 1, group
+        assert len({getattr(m, varying[0]) for m in group}) == 4
+    # every class is a distinct (shape, hue, texture)
+    assert len({(c.shape, c.hue, c.texture) for c in OBJECT_CLASSES}) == 20
+    # the pretraining outlines are none of the target's
+    assert not set(SOURCE_SHAPES) & {c.shape for c in OBJECT_CLASSES}
+    assert not set(SOURCE_SHAPES) & set(TOY_CLASSES)
+    assert set(SOURCE_SHAPES) | {c.shape
+                                 for c in OBJECT_CLASSES} <= set(SHAPES)
+    assert len(SOURCE_CLASSES) == 32
+
+
+def test_long_tailed_frequency():
+    ranks = frequency_ranks()
+    assert sorted(ranks.tolist()) == list(range(1, 21))
+    # round the groups: the first member of group A, B, ... ranks 1, 2, ...
+    assert ranks[[0, 4, 8, 12, 16]].tolist() == [1, 2, 3, 4, 5]
+    assert ranks[19] == 20
+    assert CLASS_PROBS.sum() == pytest.approx(1.)
+    assert CLASS_PROBS[0] == pytest.approx(1 / sum(1 / k
+                                                   for k in range(1, 21)))
+    assert CLASS_PROBS[0] / CLASS_PROBS[19] == pytest.approx(20.)
+
+
+def test_layout_and_meta(root):
+    names = read_list(root, 'train')
+    assert names == [f'train_{i:05d}' for i in range(96)]
+    expected = {'meta.json', 'splits/train.txt', 'splits/val.txt'}
+    for suffix in ('1-4', '1'):
+        expected |= {
+            f'splits/labeled_{suffix}.txt', f'splits/unlabeled_{suffix}.txt'
+        }
+    for name in names + read_list(root, 'val'):
+        expected |= {f'images/{name}.png', f'labels/{name}.png'}
+    assert set(all_files(root)) == expected
+    with open(osp.join(root, 'meta.json')) as f:
+        meta = json.load(f)
+    assert meta['generator'] == 'mmseg_u2pl.datasets.toy21_generator'
+    assert meta['classes'] == list(CLASSES)
+    assert meta['split_counts']['labeled_1-4'] == 24
+    # the smallest labeled set shows every class
+    shown = set()
+    for name in read_list(root, 'labeled_1-4'):
+        shown |= set(
+            np.unique(
+                np.array(Image.open(osp.join(root, 'labels',
+                                             name + '.png')))).tolist())
+    assert shown == set(range(21))
+    for name in names[:8]:
+        img = Image.open(osp.join(root, 'images', name + '.png'))
+        label = np.array(Image.open(osp.join(root, 'labels', name + '.png')))
+        assert img.mode == 'RGB' and img.size == (48, 48)
+        assert label.dtype == np.uint8 and label.max() < 21
+        assert len(np.unique(label)) >= 2  # background and an object
+
+
+def test_seeded_and_deterministic(tmp_path, root):
+    again = str(tmp_path / 'again')
+    generate_toy21_dataset(again, seed=0, **SMALL)
+    files = all_files(root)
+    match, mismatch, errors = filecmp.cmpfiles(
+        root, again, files, shallow=False)
+    assert mismatch == [] and errors == [] and len(match) == len(files)
+    image_a, label_a = render_sample(np.random.default_rng([1, 0, 3]), 48)
+    image_b, label_b = render_sample(np.random.default_rng([2, 0, 3]), 48)
+    assert not np.array_equal(image_a, image_b)
+
+
+def test_refuses_another_generators_dataset(tmp_path):
+    from mmseg_u2pl.datasets.toy_generator import generate_toy_dataset
+    out = str(tmp_path / 'toy')
+    generate_toy_dataset(
+        out, num_train=16, num_val=2, img_size=32, fractions=('1', ))
+    with pytest.raises(FileExistsError, match='toy_generator'):
+        generate_toy21_dataset(out, **SMALL)
+
+
+def test_dataset_class_reads_it(root):
+    init_default_scope('mmseg')  # resolve mmseg's transforms by name
+    dataset = ToyShapes21Dataset(
+        data_root=root,
+        ann_file='splits/labeled_1-4.txt',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='PackSegInputs')
+        ])
+    assert len(dataset) == 24
+    sample = dataset[0]
+    assert sample['inputs'].shape == (3, 48, 48)
+    with pytest.raises(FileNotFoundError, match='--dataset toy21'):
+        ToyShapes21Dataset(
+            data_root=str(root) + '_missing',
+            ann_file='splits/train.txt',
+            pipeline=[])
+
+
+def test_source_images():
+    labels = set()
+    for index in range(64):
+        image, label = render_source_image(
+            np.random.default_rng([0, 1000, index]), 64)
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        labels.add(label)
+    assert labels <= set(range(len(SOURCE_CLASSES))) and len(labels) > 16

@@ -1,0 +1,282 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""Pretrain the toy configs' backbone on a disjoint source task.
+
+The paper's networks start from ImageNet weights; the ToyShapes21 configs
+start from the weights this tool writes. The source task shares no class
+and no image with the target: 64x64 images of one object whose outline is
+none of the target's (pentagon, hexagon, semidisk, frame, L, T, arrow,
+double disk), classified by (outline, texture) among 8 x 4 = 32 classes,
+on the target's kind of cluttered background and in any hue
+(:func:`mmseg_u2pl.datasets.toy21_generator.render_source_image`; its
+random streams never meet the target dataset's).
+
+The network is the backbone of ``configs/_base_/models/
+deeplabv3plus_r18-d8_toy.py`` (ResNet-18-V1c, 32-channel stem and base)
+with ImageNet-style strides (output stride 32, no dilation: the same
+weights as the dilated segmentation backbone, as for mmseg's ImageNet
+checkpoints), global average pooling and a linear classifier. The output
+is ``{'state_dict': <backbone weights>, 'meta': {...}}`` with the
+backbone's own keys (``stem.0.weight``, ``layer1.0.conv1.weight``, ...),
+the form mmseg configs load with
+``backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH)``. By default
+it is cached outside the repository, in
+``~/.cache/mmseg_u2pl/pretrained/`` (``$MMSEG_U2PL_CACHE/pretrained``), and
+a checkpoint made with the same arguments is reused (``--force`` trains
+again). The configs name the default path; a checkpoint elsewhere is
+passed with ``--cfg-options model.backbone.init_cfg.checkpoint=PATH``.
+
+Run time of the defaults (2,000 iterations of 64 images, 2 threads): about
+0.58 CPU-seconds per iteration on this project's CPU machine, i.e. about
+12 minutes on 2 free cores (docs/benchmarks.md, ToyShapes21).
+
+Examples::
+
+    python tools/analysis/pretrain_toy_backbone.py
+    python tools/analysis/pretrain_toy_backbone.py --iters 2 \\
+        --batch-size 4 --num-images 16 --num-val 8 --out /tmp/tiny.pth
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+#: The model config whose backbone is pretrained.
+MODEL_CONFIG = 'configs/_base_/models/deeplabv3plus_r18-d8_toy.py'
+CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-shapes.pth'
+#: Seed streams of the source images (the target generator uses 0-2).
+TRAIN_STREAM, VAL_STREAM = 1000, 1001
+
+
+def default_output() -> str:
+    """``$MMSEG_U2PL_CACHE/pretrained/<name>`` (``~/.cache/mmseg_u2pl``)."""
+    cache = os.environ.get('MMSEG_U2PL_CACHE',
+                           osp.join('~', '.cache', 'mmseg_u2pl'))
+    return osp.join(osp.expanduser(cache), 'pretrained', CHECKPOINT_NAME)
+
+
+def model_config():
+    """The model config whose backbone is pretrained (:data:`MODEL_CONFIG`)."""
+    from mmengine.config import Config
+    return Config.fromfile(osp.join(ROOT, MODEL_CONFIG))
+
+
+def build_backbone(cfg) -> nn.Module:
+    """The config's ResNet-18-V1c with classification strides and BN."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    import mmseg_u2pl  # noqa: F401 (registers the package)
+    init_default_scope('mmseg')
+    backbone = dict(cfg.model.backbone)
+    backbone.update(
+        strides=(1, 2, 2, 2),
+        dilations=(1, 1, 1, 1),
+        norm_cfg=dict(type='BN', requires_grad=True),
+        init_cfg=None)
+    return MODELS.build(backbone)
+
+
+class SourceClassifier(nn.Module):
+    """Backbone, global average pooling and a linear classifier."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.feat_dim, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(images)[-1]
+        return self.fc(feats.mean(dim=(2, 3)))
+
+
+def make_images(num: int, img_size: int, seed: int,
+                stream: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``num`` source images ``(N, H, W, 3)`` uint8 and their classes."""
+    from mmseg_u2pl.datasets.toy21_generator import render_source_image
+    images = np.empty((num, img_size, img_size, 3), dtype=np.uint8)
+    labels = np.empty(num, dtype=np.int64)
+    for index in range(num):
+        rng = np.random.default_rng([seed, stream, index])
+        images[index], labels[index] = render_source_image(rng, img_size)
+    return images, labels
+
+
+def normalise(images: np.ndarray, cfg) -> torch.Tensor:
+    """uint8 RGB ``(N, H, W, 3)`` -> the input of the config's data
+    preprocessor (its mean and std, RGB order)."""
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.data_preprocessor.std).view(1, 3, 1, 1)
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    return (tensor - mean) / std
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int) -> float:
+    """Top-1 accuracy (%) in eval mode."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start:start + batch_size])
+        correct += int(
+            (logits.argmax(1) == labels[start:start + batch_size]).sum())
+    model.train()
+    return 100. * correct / max(1, len(images))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--out',
+        default=None,
+        help='checkpoint path (default: ~/.cache/mmseg_u2pl/pretrained/'
+        f'{CHECKPOINT_NAME})')
+    parser.add_argument('--iters', type=int, default=2000)
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--lr', type=float, default=2e-3)
+    parser.add_argument(
+        '--num-images',
+        type=int,
+        default=12000,
+        help='source training images, drawn once (flipped at random)')
+    parser.add_argument('--num-val', type=int, default=1000)
+    parser.add_argument('--img-size', type=int, default=64)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=2,
+        help='torch threads (default: %(default)s, the 2 cores it is sized '
+        'for)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='train again when a checkpoint of the same arguments exists')
+    args = parser.parse_args(argv)
+    for name in ('iters', 'batch_size', 'num_images', 'num_val', 'threads'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1, '
+                         f'got {getattr(args, name)}')
+    if args.img_size < 32:
+        parser.error(f'--img-size must be at least 32, got {args.img_size}')
+    return args
+
+
+def _arguments(args: argparse.Namespace) -> dict:
+    return dict(
+        iters=args.iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_images=args.num_images,
+        num_val=args.num_val,
+        img_size=args.img_size,
+        seed=args.seed)
+
+
+def _cached_meta(path: str) -> Optional[dict]:
+    """The ``meta`` of an existing checkpoint, or None."""
+    if not osp.isfile(path):
+        return None
+    try:
+        return torch.load(path, map_location='cpu').get('meta')
+    except Exception:  # unreadable: train again
+        return None
+
+
+def pretrain(args: argparse.Namespace) -> dict:
+    """Train, evaluate and save; return the checkpoint's ``meta``."""
+    out = osp.abspath(osp.expanduser(args.out or default_output()))
+    meta = _cached_meta(out)
+    if not args.force and meta is not None \
+            and meta.get('arguments') == _arguments(args):
+        print(f'[pretrain] reusing {out} (source accuracy '
+              f"{meta['val_accuracy']:.1f} %); --force trains again")
+        return dict(meta, path=out, reused=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from mmseg_u2pl.datasets.toy21_generator import SOURCE_CLASSES
+    start = time.perf_counter()
+    train_images, train_labels = make_images(args.num_images, args.img_size,
+                                             args.seed, TRAIN_STREAM)
+    val_images, val_labels = make_images(args.num_val, args.img_size,
+                                         args.seed, VAL_STREAM)
+    data_s = time.perf_counter() - start
+    cfg = model_config()
+    train_x, val_x = normalise(train_images, cfg), normalise(val_images, cfg)
+    train_y, val_y = torch.from_numpy(train_labels), torch.from_numpy(
+        val_labels)
+
+    model = SourceClassifier(build_backbone(cfg), len(SOURCE_CLASSES))
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: (1 - it / args.iters)**0.9)
+    generator = torch.Generator().manual_seed(args.seed)
+    train_start = time.perf_counter()
+    running = []
+    for it in range(args.iters):
+        index = torch.randint(
+            len(train_x), (args.batch_size, ), generator=generator)
+        images = train_x[index]
+        flip = torch.rand(args.batch_size, generator=generator) < 0.5
+        images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+        loss = F.cross_entropy(model(images), train_y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running.append(float(loss))
+        if (it + 1) % 100 == 0 or it + 1 == args.iters:
+            elapsed = time.perf_counter() - train_start
+            print(
+                f'[pretrain] iter {it + 1}/{args.iters} loss '
+                f'{np.mean(running):.3f} ({elapsed:.0f} s)',
+                flush=True)
+            running = []
+    train_s = time.perf_counter() - train_start
+    val_accuracy = accuracy(model, val_x, val_y, 256)
+    meta = dict(
+        arguments=_arguments(args),
+        source_classes=list(SOURCE_CLASSES),
+        val_accuracy=val_accuracy,
+        chance_accuracy=100. / len(SOURCE_CLASSES),
+        data_seconds=round(data_s, 1),
+        train_seconds=round(train_s, 1),
+        threads=args.threads,
+        model_config=MODEL_CONFIG,
+        torch=torch.__version__)
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    state = {
+        key: value.detach().clone()
+        for key, value in model.backbone.state_dict().items()
+    }
+    tmp = out + '.tmp'
+    torch.save(dict(state_dict=state, meta=meta), tmp)
+    os.replace(tmp, out)
+    print(f'[pretrain] source accuracy {val_accuracy:.1f} % (chance '
+          f'{100. / len(SOURCE_CLASSES):.1f} %) on {args.num_val} held-out '
+          f'images; data {data_s:.0f} s, training {train_s:.0f} s; wrote '
+          f'{out}')
+    print(json.dumps(meta['arguments']))
+    return dict(meta, path=out, reused=False)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    return pretrain(parse_args(argv))
+
+
+if __name__ == '__main__':
+    main()
