@@ -67,12 +67,8 @@ def test_a_slow_part_is_stopped_and_the_next_one_runs(tmp_path):
     args = argparse.Namespace(out=str(tmp_path), budget=60, dry_run=True)
     check = gpu_check.Check(args)
     # a child that would outlive its parent, were the group not killed
-    slow = gpu_check.Part('slow', 'Slow', [
-        gpu_check.python(
-            '-c', 'import subprocess, time; '
-            'p = subprocess.Popen(["sleep", "60"]); '
-            'print(p.pid, flush=True); time.sleep(60)')
-    ], 3)
+    slow = gpu_check.Part('slow', 'Slow',
+                          [['sh', '-c', 'sleep 60 & echo $!; wait']], 3)
     start = time.time()
     result = check.run_part(slow)
     assert time.time() - start < 20

@@ -439,8 +439,9 @@ def write_stand_in_ext(package_dir: str) -> str:
     return path
 
 
-#: the commands running now, each in a process group of its own
-RUNNING = set()
+#: the commands running now, each in a process group of its own; once
+#: STOPPING is set, no command starts
+RUNNING, STOPPING, RUNNING_LOCK = set(), threading.Event(), threading.RLock()
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -459,9 +460,12 @@ def stop(proc: subprocess.Popen) -> None:
 def stop_all_and_exit(signum, frame) -> None:
     """Stopped from outside: end the commands' groups too (they run in
     sessions of their own and would outlive this process)."""
-    for proc in list(RUNNING):
+    with RUNNING_LOCK:
+        STOPPING.set()
+        running = list(RUNNING)
+    for proc in running:
         stop(proc)
-    sys.exit(128 + signum)
+    os._exit(128 + signum)  # the lanes' threads end with the process
 
 
 class Check:
@@ -497,14 +501,17 @@ class Check:
                     stdout, stderr) -> Optional[int]:
         """Exit code, or None when ``timeout`` passed (process group
         killed)."""
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True)
-        RUNNING.add(proc)
+        with RUNNING_LOCK:
+            if STOPPING.is_set():
+                return None
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True)
+            RUNNING.add(proc)
         try:
             return proc.wait(timeout=max(timeout, 0.1))
         except subprocess.TimeoutExpired:
