@@ -257,7 +257,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         train_seconds=round(train_s, 1),
         threads=args.threads,
         model_config=MODEL_CONFIG,
-        torch=torch.__version__)
+        torch=str(torch.__version__))
     os.makedirs(osp.dirname(out), exist_ok=True)
     state = {
         key: value.detach().clone()
