@@ -8,7 +8,8 @@ networks are too large to build once per config there).
 * Per-split configs are compared as dicts: siblings differ only by their
   split paths, and supervised baselines share network, data pipeline and
   schedule with their U2PL sibling.
-* The settings of method sections 1-8 are checked value by value.
+* The paper settings (Sec. 3-4 and the reference configs) are checked
+  value by value.
 * Every train/val dataset is built against a small fake directory tree in
   the VOC / Cityscapes / GTA5 layouts, and samples are loaded through the
   real pipelines.

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-# U2PL on Cityscapes with the paper's settings (method sections 1-7). Leaf
+# U2PL on Cityscapes with the paper's settings (paper Sec. 3-4). Leaf
 # configs (configs/cityscapes/u2pl_*) set the split lists.
 _base_ = [
     './models/paper_deeplabv3plus_r101-d8_cityscapes.py',

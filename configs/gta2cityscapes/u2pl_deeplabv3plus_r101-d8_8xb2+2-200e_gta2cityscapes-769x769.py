@@ -1,11 +1,11 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-# U2PL+ domain adaptation (method section 10), GTA5 -> Cityscapes: the
+# U2PL+ domain adaptation (U2PL+ paper), GTA5 -> Cityscapes: the
 # labeled set is the synthetic GTA5 source (24,966 frames, labels converted
 # to the 19 Cityscapes train ids), the unlabeled set all 2,975 Cityscapes
 # training images (no labels read); validation on Cityscapes val with the
 # teacher (sliding window). Everything else is the paper's Cityscapes
 # recipe: network, OHEM, auxiliary head, SGD lr 0.01, 200 epochs over the
-# unlabeled (target) images, no warm-up. The method document gives no
+# unlabeled (target) images, no warm-up. The papers give no
 # separate hyper-parameters or reference mIoU for this setting.
 #
 # Caveat (mmseg_u2pl SemiDataset): an epoch pairs every unlabeled image

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""The mixed labeled/unlabeled dataset wrapper (method section 2)."""
+"""The mixed labeled/unlabeled dataset wrapper (paper Sec. 4.1)."""
 import copy
 import os
 import os.path as osp

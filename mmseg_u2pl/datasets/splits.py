@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Labeled/unlabeled split lists (method section 8).
+"""Labeled/unlabeled split lists (paper Sec. 4.1).
 
 A split is two text files in MMSegmentation's ``ann_file`` format: one entry
 per line, the image path relative to the dataset's ``img_path`` prefix

@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 # Cityscapes (2,975 finely annotated training images), supervised: the
-# labeled images of a split (method sections 2, 7 and 8).
+# labeled images of a split (paper Sec. 4.1).
 # Layout below `data_root` (docs/data_preparation.md):
 #   cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png
 #   cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelTrainIds.png

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-# Cityscapes as labeled + unlabeled pairs (method sections 2, 8). An epoch
+# Cityscapes as labeled + unlabeled pairs (paper Sec. 4.1). An epoch
 # is one pass over the unlabeled images.
 _base_ = './cityscapes_769x769.py'
 train_dataloader = dict(

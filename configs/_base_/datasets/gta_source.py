@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 # GTA5 (24,966 synthetic 1914x1052 frames) as a labeled source domain for
-# U2PL+ domain adaptation to Cityscapes (method section 10). This file only
+# U2PL+ domain adaptation to Cityscapes (U2PL+ paper). This file only
 # defines `gta_labeled`, a dataset config that the gta2cityscapes configs
 # put into `train_dataloader` (as the labeled side of SemiDataset, or alone
 # for the source-only baseline); validation stays on Cityscapes val.

@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 # PASCAL VOC 2012 + SBD ("aug", 10,582 training images), supervised: the
-# labeled images of a split (method sections 2 and 8).
+# labeled images of a split (paper Sec. 4.1).
 # Layout below `data_root` (docs/data_preparation.md):
 #   VOCdevkit/VOC2012/JPEGImages/<id>.jpg
 #   VOCdevkit/VOC2012/SegmentationClassAug/<id>.png   (train labels)

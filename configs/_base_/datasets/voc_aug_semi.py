@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-# PASCAL VOC 2012 + SBD as labeled + unlabeled pairs (method sections 2, 8).
+# PASCAL VOC 2012 + SBD as labeled + unlabeled pairs (paper Sec. 4.1).
 # An epoch is one pass over the unlabeled images; the labeled ones are
 # re-sampled to that length by SemiDataset.
 _base_ = './voc_aug.py'

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-# The U2PL paper network (method section 1): DeepLabV3+ on ResNet-101 with
+# The U2PL paper network (paper Sec. 4.1): DeepLabV3+ on ResNet-101 with
 # the deep 128-channel stem, output stride 8 and multi-grid (1, 2, 4) in the
 # last stage. Set up for PASCAL VOC (21 classes, 513x513 crops); the
 # Cityscapes variant is paper_deeplabv3plus_r101-d8_cityscapes.py.

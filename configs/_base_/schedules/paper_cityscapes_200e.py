@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-# Cityscapes optimisation of the paper (method section 7).
+# Cityscapes optimisation of the paper (paper Sec. 4.1).
 #
 # Epochs, not iterations: an epoch is one pass over the training set of the
 # config, i.e. over the *unlabeled* images for U2PL (SemiDataset's length)

@@ -1,4 +1,4 @@
-# Poly decay per iteration (method section 7), short for the toy data. The
+# Poly decay per iteration (paper Sec. 4.1), short for the toy data. The
 # paper fine-tunes ImageNet weights with SGD; the toy networks train from
 # scratch in minutes, for which AdamW is far more reliable.
 max_iters = 2000

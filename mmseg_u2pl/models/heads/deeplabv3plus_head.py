@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""The DeepLabV3+ decoder of the U2PL paper (method section 1).
+"""The DeepLabV3+ decoder of the U2PL paper (paper Sec. 4.1).
 
 It differs from mmseg's ``DepthwiseSeparableASPPHead`` in three ways: plain
 (not depthwise-separable) 3x3 convs, a dropout after the ASPP fuse conv, and

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""The representation (projection) branch of U2PL (method section 1).
+"""The representation (projection) branch of U2PL (paper Sec. 4.1).
 
 The branch reads the feature map that a decode head feeds to its final
 classifier and maps it to a per-pixel embedding ``z`` used by the

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Unreliable-pixel contrastive loss ``L_c`` (U2PL, method section 5).
+"""Unreliable-pixel contrastive loss ``L_c`` (U2PL paper, Sec. 3.3).
 
 Anchors are reliable pixels (student features), the positive key of a class
 is its prototype (mean teacher feature over its reliable pixels), and the

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Category-wise memory bank of negative keys (U2PL, method section 5).
+"""Category-wise memory bank of negative keys (U2PL paper, Sec. 3.3).
 
 One FIFO queue per class holds detached teacher features of the negative
 candidates of that class. All queues live in a single flat buffer so that

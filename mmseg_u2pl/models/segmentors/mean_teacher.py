@@ -59,7 +59,7 @@ def nonfinite_loss_terms(losses: Dict[str, object]) -> List[str]:
 
 @MODELS.register_module()
 class MeanTeacherSegmentor(BaseSegmentor):
-    """Student + EMA teacher around any mmseg segmentor (method section 6).
+    """Student + EMA teacher around any mmseg segmentor (paper Sec. 3.1).
 
     The student is built from ``segmentor``, a plain mmseg segmentor config
     (e.g. an ``EncoderDecoder`` with any backbone and decode head). The

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""CutMix of the unlabeled batch (method section 3, step 2)."""
+"""CutMix of the unlabeled batch (paper Sec. 3, Fig. 2)."""
 from typing import Optional
 
 import torch
