@@ -57,6 +57,18 @@ def nonfinite_loss_terms(losses: Dict[str, object]) -> List[str]:
     return [name for name, flag in zip(names, bad.tolist()) if flag]
 
 
+def save_buffers(net: nn.Module) -> List[Tensor]:
+    """Copies of ``net``'s buffers (e.g. BN statistics), in order."""
+    return [buffer.detach().clone() for buffer in net.buffers()]
+
+
+@torch.no_grad()
+def restore_buffers(net: nn.Module, saved: List[Tensor]) -> None:
+    """Write back the buffers :func:`save_buffers` copied, in place."""
+    for buffer, value in zip(net.buffers(), saved):
+        buffer.copy_(value)
+
+
 @MODELS.register_module()
 class MeanTeacherSegmentor(BaseSegmentor):
     """Student + EMA teacher around any mmseg segmentor (paper Sec. 3.1).
@@ -335,9 +347,7 @@ class MeanTeacherSegmentor(BaseSegmentor):
         forward; they are copied here (a few KB to MB) so that a skipped
         step can restore them. Subclasses stage their other state instead.
         """
-        self._buffer_snapshot = [
-            buffer.detach().clone() for buffer in self.student.buffers()
-        ]
+        self._buffer_snapshot = save_buffers(self.student)
 
     @torch.no_grad()
     def end_step(self, keep: bool) -> None:
@@ -347,10 +357,8 @@ class MeanTeacherSegmentor(BaseSegmentor):
             keep (bool): False restores the student's buffers.
         """
         snapshot, self._buffer_snapshot = self._buffer_snapshot, None
-        if keep or snapshot is None:
-            return
-        for buffer, saved in zip(self.student.buffers(), snapshot):
-            buffer.copy_(saved)
+        if not keep and snapshot is not None:
+            restore_buffers(self.student, snapshot)
 
     def _guard_nonfinite(self, losses: dict) -> dict:
         """Return ``losses``, or undo and skip (or raise) a non-finite step.

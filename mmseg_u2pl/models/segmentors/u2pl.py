@@ -17,7 +17,7 @@ from ..utils.cutmix import apply_cutmix, cutmix_masks
 from ..utils.random_stream import current_iteration, separate_random_stream
 from ..utils.reliability import (alpha_schedule, entropy,
                                  entropy_filtered_loss)
-from .mean_teacher import MeanTeacherSegmentor
+from .mean_teacher import (MeanTeacherSegmentor, restore_buffers, save_buffers)
 
 DEFAULT_SEMI_TRAIN_CFG = dict(
     unsup_weight=1.0,  # eta of paper Eq. 8: lambda_u = eta * all / kept
@@ -420,7 +420,7 @@ class U2PL(MeanTeacherSegmentor):
             yield
             return
         teacher = self.teacher
-        saved = [buffer.clone() for buffer in teacher.buffers()]
+        saved = save_buffers(teacher)
         teacher.train()
         try:
             with separate_random_stream(
@@ -431,8 +431,7 @@ class U2PL(MeanTeacherSegmentor):
                 yield
         finally:
             teacher.eval()
-            for buffer, value in zip(teacher.buffers(), saved):
-                buffer.copy_(value)
+            restore_buffers(teacher, saved)
 
     def _diagnostics(self, alpha_t: float, partition, kept: Tensor,
                      valid_u: Tensor, pseudo_u: Tensor, boxes: Tensor,
