@@ -5,3 +5,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+from mmengine.logging import MessageHub  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh_message_hub(request):
+    """Each test starts with a MessageHub of its own (no runtime info left
+    over from an earlier test: iteration, warm-up length)."""
+    MessageHub.get_instance(f'pytest:{request.node.nodeid}')
+    yield

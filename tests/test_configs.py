@@ -15,6 +15,7 @@ from mmseg.registry import MODELS
 import mmseg_u2pl  # noqa: F401
 from mmseg_u2pl.utils.fake_data import fake_packed_batch
 from mmseg_u2pl.utils.launch import convert_sync_bn
+from toy_fixtures import set_semi
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # The paper's configs (ResNet-101 networks, 30+ configs) are covered, one
@@ -68,7 +69,7 @@ def test_config_builds_and_trains_one_step(config):
             labeled=fake_packed_batch(2, SIZE, num_classes),
             unlabeled=fake_packed_batch(
                 2, SIZE, num_classes, with_label=False))
-        model.semi_active = True
+        set_semi(True)
         # CutMix on, so that every part of the step runs
         model.semi_train_cfg['cutmix']['prob'] = 1.0
     else:

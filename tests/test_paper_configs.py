@@ -40,6 +40,7 @@ from mmseg.registry import DATASETS, MODELS
 from mmseg.structures import SegDataSample
 from PIL import Image
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
+from toy_fixtures import set_semi
 
 import mmseg_u2pl  # noqa: F401  (registers the package's modules)
 from mmseg_u2pl.datasets.splits import check_split
@@ -595,7 +596,7 @@ def run_one_iteration(cfg: Config, model) -> dict:
         data = dict(
             labeled=packed_batch(2, num_classes),
             unlabeled=packed_batch(2, num_classes, with_label=False))
-        model.semi_active = True
+        set_semi(True)
         model.semi_train_cfg['cutmix']['prob'] = 1.0  # run every part
     else:
         data = packed_batch(2, num_classes)

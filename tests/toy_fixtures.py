@@ -30,6 +30,8 @@ from mmengine.logging import MessageHub
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
+from mmseg_u2pl.utils.misc import WARMUP_ITERS_KEY
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 U2PL_CONFIG = osp.join(
     REPO_ROOT, 'configs', 'u2pl',
@@ -195,6 +197,26 @@ def build_model(cfg: dict, seed: int = 0):
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(copy.deepcopy(cfg))
     return model
+
+
+def set_semi(active: bool) -> MessageHub:
+    """Make the segmentors' losses semi-supervised (or the warm-up's).
+
+    Publishes a warm-up length as ``MeanTeacherHook`` does (0, or one no
+    iteration reaches) and an iteration when none is recorded yet.
+    """
+    hub = MessageHub.get_current_instance()
+    hub.update_info(WARMUP_ITERS_KEY, 0 if active else 2**62)
+    if hub.get_info('iter') is None:
+        hub.update_info('iter', 0)
+    return hub
+
+
+def set_warmup(t_w: Optional[int]) -> MessageHub:
+    """Publish the warm-up length ``t_w`` as ``MeanTeacherHook`` does."""
+    hub = MessageHub.get_current_instance()
+    hub.update_info(WARMUP_ITERS_KEY, t_w)
+    return hub
 
 
 def set_train_progress(cur_iter: int, max_iters: int) -> MessageHub:

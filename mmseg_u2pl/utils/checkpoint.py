@@ -36,8 +36,9 @@ from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional,
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.model import BaseTTAModel, is_model_wrapper
 from torch import nn
+
+from .misc import unwrap_model
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
 
@@ -306,13 +307,6 @@ class CheckpointDiff(NamedTuple):
         """Nothing but whole components is missing, and something loads."""
         return self.num_matched > 0 and not (
             self.unexpected or self.shape_mismatch or self.missing)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside mmengine's wrappers (DDP, ``BaseTTAModel``)."""
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    return model
 
 
 def checkpoint_state_dict(checkpoint: dict) -> Dict[str, Any]:

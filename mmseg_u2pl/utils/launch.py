@@ -26,7 +26,7 @@ from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from mmengine.model.wrappers import MMDistributedDataParallel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
-from mmseg.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+from mmseg.registry import MODEL_WRAPPERS, MODELS, OPTIM_WRAPPERS
 from torch.nn.parallel import DistributedDataParallel
 
 from .cpu_memory import keep_freed_cpu_memory
@@ -288,10 +288,7 @@ def cpu_model_wrapper_cfg(cfg: Config) -> ConfigDict:
     """
     wrapper_cfg = cfg.get('model_wrapper_cfg')
     if wrapper_cfg is None:
-        wrapper_cfg = ConfigDict(
-            type=MMDistributedDataParallel.__name__,
-            broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        wrapper_cfg = default_model_wrapper_cfg(cfg)
     else:
         wrapper_cfg = ConfigDict(wrapper_cfg)
         wrapper_cfg.setdefault('type', MMDistributedDataParallel.__name__)
@@ -306,11 +303,36 @@ def cpu_model_wrapper_cfg(cfg: Config) -> ConfigDict:
     return wrapper_cfg
 
 
+def default_model_wrapper_cfg(cfg: Config) -> ConfigDict:
+    """The DDP wrapper config of mmengine's Runner when none is given.
+
+    Mean-teacher models get ``MeanTeacherDistributedDataParallel``: their
+    training step is their own (``MeanTeacherSegmentor.train_step``), which
+    mmengine's default wrapper would bypass.
+
+    Args:
+        cfg (Config): The full config.
+
+    Returns:
+        ConfigDict: The wrapper config.
+    """
+    from mmseg_u2pl.models.segmentors import MeanTeacherSegmentor
+    model_cls = _wrapper_class(cfg.get('model', {}).get('type'), MODELS)
+    mean_teacher = model_cls is not None and issubclass(
+        model_cls, MeanTeacherSegmentor)
+    return ConfigDict(
+        type='MeanTeacherDistributedDataParallel'
+        if mean_teacher else MMDistributedDataParallel.__name__,
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
 def prepare_launch(cfg: Config, launcher: str = 'none') -> None:
     """Adapt ``cfg`` to this machine before ``Runner.from_cfg(cfg)``.
 
-    Sets ``cfg.launcher``. With CUDA, nothing else changes (MMEngine's NCCL
-    path). Without CUDA: the process keeps the memory it frees for reuse
+    Sets ``cfg.launcher``; a distributed mean-teacher model without a
+    ``model_wrapper_cfg`` gets ``MeanTeacherDistributedDataParallel``. With
+    CUDA, nothing else changes (MMEngine's NCCL path). Without CUDA: the process keeps the memory it frees for reuse
     (:func:`keep_freed_cpu_memory`; ``env_cfg.keep_freed_cpu_memory=False``
     turns it off), SyncBN becomes BN, a configured ``AmpOptimWrapper``
     becomes ``CPUAmpOptimWrapper``, and for ``launcher != 'none'`` the gloo
@@ -328,6 +350,8 @@ def prepare_launch(cfg: Config, launcher: str = 'none') -> None:
                          f'{launcher!r}')
     cfg.launcher = launcher
     if torch.cuda.is_available():
+        if launcher != 'none' and cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = default_model_wrapper_cfg(cfg)
         return
     if cfg.get('env_cfg', {}).get('keep_freed_cpu_memory', True):
         keep_freed_cpu_memory()
@@ -345,7 +369,7 @@ def prepare_launch(cfg: Config, launcher: str = 'none') -> None:
 
 __all__ = [
     'CPUAmpOptimWrapper', 'convert_sync_bn', 'cpu_model_wrapper_cfg',
-    'dist_env_from_launcher', 'enable_amp', 'init_cpu_dist', 'prepare_launch'
+    'default_model_wrapper_cfg', 'dist_env_from_launcher', 'enable_amp', 'init_cpu_dist', 'prepare_launch'
 ]
 
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from mmengine.logging import MessageHub
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmseg.registry import DATASETS
@@ -432,6 +433,7 @@ def test_mean_teacher_hook_checks_the_batch_size_before_training(small_splits):
         return SimpleNamespace(
             iter=0,
             model=model,
+            message_hub=MessageHub.get_current_instance(),
             train_dataloader=SimpleNamespace(
                 dataset=dataset, batch_size=batch_size))
 

@@ -118,19 +118,28 @@ def test_bad_arguments():
         PseudoLabelVisualizationHook(num_images=0)
 
 
-def test_hook_asks_for_records_every_interval():
-    hook = PseudoLabelVisualizationHook(interval=3, num_images=2)
-    model = SimpleNamespace(vis_num_images=0)
-    asked = []
+def test_hook_draws_the_first_images_every_interval():
+    hook = PseudoLabelVisualizationHook(interval=3, num_images=1)
+    _, record = hand_record()
+    model = SimpleNamespace(
+        last_pseudo_labels=record,
+        data_preprocessor=SemiSegDataPreProcessor(mean=MEAN, std=STD))
+    drawn = []
+    visualizer = SimpleNamespace(
+        dataset_meta=None,
+        add_image=lambda name, image, step: drawn.append((name, image, step)))
     for cur_iter in range(7):
-        hook.before_train_iter(SimpleNamespace(iter=cur_iter, model=model), 0)
-        asked.append(model.vis_num_images)
+        runner = SimpleNamespace(iter=cur_iter, model=model,
+                                 visualizer=visualizer)
+        hook.after_train_iter(runner, 0)
     # every_n_train_iters: iterations 3 and 6 (1-based)
-    assert asked == [0, 0, 2, 0, 0, 2, 0]
-    # a model without the attribute is left alone
-    other = SimpleNamespace()
-    hook.before_train_iter(SimpleNamespace(iter=2, model=other), 0)
-    assert not hasattr(other, 'vis_num_images')
+    assert [step for _, _, step in drawn] == [3, 6]
+    # one row (num_images=1) of the first image: 4 panels of H x W
+    assert drawn[0][1].shape == (H, 4 * W, 3)
+    assert drawn[0][1][1, 2].tolist() == [10, 200, 77]
+    # a model without a record is left alone
+    hook.after_train_iter(
+        SimpleNamespace(iter=2, model=SimpleNamespace(), visualizer=None), 0)
 
 
 @pytest.mark.usefixtures('one_thread')
@@ -164,4 +173,3 @@ def test_short_training_saves_the_panel(toy_data_root, tmp_path):  # noqa
     assert set(np.unique(mask).tolist()) <= {0, 128, 255}
     assert (mask[..., 0] == mask[..., 1]).all()
     assert (mask == 255).any()  # some reliable pixels
-    assert runner.model.last_pseudo_labels is None  # consumed by the hook

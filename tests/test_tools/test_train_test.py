@@ -490,6 +490,20 @@ def test_cpu_model_wrapper_cfg_drops_device_ids():
             Config(dict(model_wrapper_cfg=dict(type='NoSuchWrapper'))))
 
 
+def test_mean_teacher_models_get_the_wrapper_that_runs_their_step():
+    from mmseg_u2pl.utils.launch import default_model_wrapper_cfg
+    cfg = Config(dict(model=dict(type='U2PL')))
+    assert default_model_wrapper_cfg(cfg) == ConfigDict(
+        type='MeanTeacherDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=False)
+    assert cpu_model_wrapper_cfg(cfg).type == \
+        'MeanTeacherDistributedDataParallel'
+    plain = Config(dict(model=dict(type='EncoderDecoder')))
+    assert default_model_wrapper_cfg(plain).type == \
+        'MMDistributedDataParallel'
+
+
 def test_dist_env_from_launcher(monkeypatch):
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
                 'MASTER_PORT'):

@@ -202,7 +202,7 @@ def build_variant(cfg, variant: str, device: torch.device):
     model = MODELS.build(model_cfg).to(device)
     model.train()
     if not variant.startswith('supervised'):
-        model.semi_active = True
+        set_train_progress()  # past a zero warm-up: semi-supervised steps
         model.semi_train_cfg['cutmix']['prob'] = 1.0  # always pay for it
     return model
 
@@ -255,11 +255,15 @@ def fake_batch(variant: str, cfg, num_labeled: int, crop: int) -> dict:
 
 
 def set_train_progress(cur_iter: int = 1, max_iters: int = 100) -> None:
-    """Record what mmengine's RuntimeInfoHook gives a training model."""
+    """Record what mmengine's RuntimeInfoHook (the iteration) and
+    MeanTeacherHook (a warm-up of 0 iterations) give a training model."""
     from mmengine.logging import MessageHub
+
+    from mmseg_u2pl.utils import WARMUP_ITERS_KEY
     hub = MessageHub.get_current_instance()
     hub.update_info('iter', cur_iter)
     hub.update_info('max_iters', max_iters)
+    hub.update_info(WARMUP_ITERS_KEY, 0)
 
 
 def add_allocator_argument(parser) -> None:

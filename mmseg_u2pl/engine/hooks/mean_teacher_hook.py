@@ -3,46 +3,34 @@
 
 The teacher is never touched by the optimizer. This hook
 
-* keeps the segmentor's ``semi_active`` flag in step with the supervised-only
-  warm-up,
+* publishes the supervised-only warm-up length ``t_w`` in the runtime info
+  of the ``MessageHub`` (the segmentor reads it there, as it reads the
+  iteration),
 * keeps the teacher an exact copy of the student during the warm-up, and
 * afterwards moves the teacher towards the student by an exponential moving
   average whose decay ``d = min(1 - 1 / (t - t_w + 1), max_decay)`` grows
   from 0 (exact copy) to ``max_decay``.
 
-It also keeps bad steps away from the networks: when the segmentor skipped
-a step for a non-finite loss (``model.step_skipped``), the gradients are
-dropped right before the optimizer step and the teacher is not updated;
-when AMP's ``GradScaler`` skipped the optimizer step (gradient overflow),
-the teacher is not updated either.
+It also keeps bad steps away from the teacher: after a step the segmentor
+skipped for a non-finite loss (``model.step_skipped``; its ``train_step``
+left the student unchanged), or whose optimizer step AMP's ``GradScaler``
+skipped (gradient overflow), the teacher is not updated.
 
 Everything is derived from ``runner.iter``, so resuming a run needs no state
 besides the checkpointed teacher weights.
 """
-from functools import partial
 from typing import List, Optional, Tuple
 
 import torch
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmseg.registry import HOOKS
 from torch import Tensor, nn
 
+from ...utils import WARMUP_ITERS_KEY, is_int, is_semi_iter, unwrap_model
+
 DATA_BATCH = Optional[dict]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the module inside an mmengine model wrapper (e.g. DDP).
-
-    Args:
-        model (nn.Module): ``runner.model``, wrapped or not.
-
-    Returns:
-        nn.Module: The bare model.
-    """
-    return model.module if is_model_wrapper(model) else model
 
 
 def paired_tensors(teacher: nn.Module, student: nn.Module,
@@ -144,35 +132,19 @@ def optim_wrappers_of(optim_wrapper) -> list:
     return [w for w in wrappers if hasattr(w, 'optimizer')]
 
 
-def drop_gradients_if_skipped(model: nn.Module, optimizer, *args) -> None:
-    """Optimizer step pre-hook: no update in a step the model skipped.
-
-    Parameters without a gradient are left alone by every torch optimizer
-    (values, momentum, ``step`` counters), so the step changes nothing.
-
-    Args:
-        model (nn.Module): The segmentor; its ``step_skipped`` is read.
-        optimizer (torch.optim.Optimizer): The optimizer about to step.
-        *args: The step's arguments (unused).
-    """
-    if not getattr(model, 'step_skipped', False):
-        return
-    for group in optimizer.param_groups:
-        for param in group['params']:
-            param.grad = None
-
-
 @HOOKS.register_module()
 class MeanTeacherHook(Hook):
     """Warm-up switch, warm-up copy and EMA teacher update of U2PL.
 
     The model (``runner.model``, unwrapped from DDP if needed) must have
-    ``student`` and ``teacher`` networks of identical architecture and a
-    ``semi_active`` flag, like ``MeanTeacherSegmentor``. With ``t_w`` the
-    warm-up length in iterations and ``runner.iter`` the 0-based iteration:
+    ``student`` and ``teacher`` networks of identical architecture, like
+    ``MeanTeacherSegmentor``. The hook reads the model and writes the
+    teacher only. With ``t_w`` the warm-up length in iterations and
+    ``runner.iter`` the 0-based iteration:
 
-    * before training, ``model.warmup_iters = t_w``; before every
-      iteration, ``model.semi_active = runner.iter >= t_w``;
+    * before training, ``t_w`` is published as the runtime info
+      ``'semi_warmup_iters'``; the segmentor's losses are semi-supervised
+      from iteration ``t_w`` on (:func:`~mmseg_u2pl.utils.is_semi_iter`);
     * after every warm-up iteration ``t < t_w``, and before iteration
       ``t_w`` (or before training when ``t_w == 0``), the teacher becomes an
       exact copy of the student (parameters and buffers): it follows the
@@ -186,14 +158,13 @@ class MeanTeacherHook(Hook):
       statistics); integer buffers (``num_batches_tracked``) are copied. The
       decay is logged as ``train/ema_decay``.
 
-    Bad steps never reach the teacher. Optimizer step hooks are registered
-    before training: if the segmentor skipped the step for a non-finite
-    loss (``model.step_skipped``, see ``MeanTeacherSegmentor``), the
-    gradients are dropped before the optimizer step, and the EMA update is
-    skipped. If the optimizer wrapper was due to step but the optimizer did
-    not step (AMP's ``GradScaler`` skips steps whose gradients overflow),
-    the EMA update is skipped too and counted in
-    ``train/amp_overflow_steps``.
+    Bad steps never reach the teacher: if the segmentor skipped the step for
+    a non-finite loss (``model.step_skipped``, see
+    ``MeanTeacherSegmentor``), the EMA update is skipped. An optimizer step
+    post-hook, registered before training, tells whether the optimizer
+    stepped: if the optimizer wrapper was due to step but the optimizer did
+    not (AMP's ``GradScaler`` skips steps whose gradients overflow), the
+    EMA update is skipped too and counted in ``train/amp_overflow_steps``.
 
     Args:
         warmup_iters (int, optional): Supervised-only warm-up length in
@@ -229,8 +200,7 @@ class MeanTeacherHook(Hook):
                 warmup_epochs=warmup_epochs).items():
             if value is None:
                 continue
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            if not is_int or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(
                     f'MeanTeacherHook: {name} must be a non-negative int, '
                     f'got {value!r}.')
@@ -266,7 +236,6 @@ class MeanTeacherHook(Hook):
         else:
             self.t_w = self.warmup_iters or 0
         model = self._get_model(runner)
-        model.warmup_iters = self.t_w
         # Fail at start when the batch does not fit the unlabeled set.
         dataloader = runner.train_dataloader
         dataset = getattr(dataloader, 'dataset', None)
@@ -276,9 +245,10 @@ class MeanTeacherHook(Hook):
         # Fail early on mismatching networks, not after the warm-up.
         self._pairs(model, 'parameters')
         self._pairs(model, 'buffers')
+        runner.message_hub.update_info(WARMUP_ITERS_KEY, self.t_w)
         if self.t_w == 0 and runner.iter == 0:
             self._copy_student_to_teacher(model)
-        self._register_optimizer_hooks(runner, model)
+        self._register_optimizer_hooks(runner)
 
     def after_train(self, runner) -> None:
         """Remove the optimizer step hooks.
@@ -288,18 +258,14 @@ class MeanTeacherHook(Hook):
         """
         self._remove_optimizer_hooks()
 
-    def _register_optimizer_hooks(self, runner, model: nn.Module) -> None:
+    def _register_optimizer_hooks(self, runner) -> None:
         """Watch every optimizer of the run (see the class docstring)."""
         self._remove_optimizer_hooks()
         self._wrappers = optim_wrappers_of(
             getattr(runner, 'optim_wrapper', None))
         for wrapper in self._wrappers:
-            optimizer = wrapper.optimizer
-            self._optimizer_hooks += [
-                optimizer.register_step_pre_hook(
-                    partial(drop_gradients_if_skipped, model)),
-                optimizer.register_step_post_hook(self._mark_stepped)
-            ]
+            self._optimizer_hooks.append(
+                wrapper.optimizer.register_step_post_hook(self._mark_stepped))
 
     def _remove_optimizer_hooks(self) -> None:
         for handle in self._optimizer_hooks:
@@ -314,17 +280,15 @@ class MeanTeacherHook(Hook):
                           runner,
                           batch_idx: int,
                           data_batch: DATA_BATCH = None) -> None:
-        """Switch the semi-supervised losses on at ``t_w``; copy there.
+        """Copy the student into the teacher before iteration ``t_w``.
 
         Args:
             runner (Runner): The runner of the training process.
             batch_idx (int): The index of the current batch in the loop.
             data_batch (dict, optional): Data from the dataloader.
         """
-        model = self._get_model(runner)
-        model.semi_active = runner.iter >= self.t_w
         if self.t_w > 0 and runner.iter == self.t_w:
-            self._copy_student_to_teacher(model)
+            self._copy_student_to_teacher(self._get_model(runner))
         # due to step (no gradient accumulation pending) in this iteration?
         self._step_expected = any(
             getattr(wrapper, 'should_sync', lambda: True)()
@@ -348,7 +312,7 @@ class MeanTeacherHook(Hook):
             outputs (dict, optional): Outputs of the model.
         """
         model = self._get_model(runner)
-        if runner.iter < self.t_w:
+        if not is_semi_iter(runner.iter, self.t_w):
             # the teacher follows the student through the warm-up (the
             # reference shares their parameters until the EMA starts), so
             # that validations and checkpoints of the warm-up hold a usable

@@ -5,8 +5,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
+
+from ...utils import unwrap_model
 
 
 @HOOKS.register_module()
@@ -47,31 +48,19 @@ class PseudoLabelVisualizationHook(Hook):
         self.num_images = num_images
         self.name = name
 
-    @staticmethod
-    def _model(runner):
-        model = runner.model
-        return model.module if is_model_wrapper(model) else model
-
-    def before_train_iter(self,
-                          runner,
-                          batch_idx: int,
-                          data_batch=None) -> None:
-        model = self._model(runner)
-        if not hasattr(model, 'vis_num_images'):
-            return
-        due = self.every_n_train_iters(runner, self.interval)
-        model.vis_num_images = self.num_images if due else 0
-
     def after_train_iter(self,
                          runner,
                          batch_idx: int,
                          data_batch=None,
                          outputs=None) -> None:
-        model = self._model(runner)
+        """Draw the model's ``last_pseudo_labels`` every ``interval``."""
+        if not self.every_n_train_iters(runner, self.interval):
+            return
+        model = unwrap_model(runner.model)
         record = getattr(model, 'last_pseudo_labels', None)
         if not record:
             return
-        model.last_pseudo_labels = None
+        record = {k: v[:self.num_images] for k, v in record.items()}
         palette = runner.visualizer.dataset_meta.get('palette') \
             if runner.visualizer.dataset_meta else None
         panel = draw_pseudo_label_panel(record, model.data_preprocessor,

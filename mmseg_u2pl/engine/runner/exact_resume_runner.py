@@ -10,12 +10,12 @@ from mmengine.dist import (all_gather_object, get_rank, get_world_size,
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from ...utils import unwrap_model
 from ..hooks.random_state_hook import (RANDOM_STATES_KEY, RandomStateHook,
                                        gather_random_states)
 from .atomic_checkpoint import (TMP_SUFFIX, AtomicCheckpointHook,
@@ -234,5 +234,4 @@ class ExactResumeRunner(Runner):
 
     def _bare_model(self) -> nn.Module:
         """The model without its DDP wrapper."""
-        return self.model.module if is_model_wrapper(
-            self.model) else self.model
+        return unwrap_model(self.model)

@@ -3,11 +3,12 @@
 from typing import Dict, Sequence
 
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import ValLoop
 from mmengine.runner.loops import _parse_losses
 from mmseg.registry import LOOPS
 from torch import nn
+
+from ...utils import unwrap_model
 
 #: The networks validated, in this order.
 BRANCHES: Sequence[str] = ('teacher', 'student')
@@ -94,9 +95,7 @@ class TeacherStudentValLoop(ValLoop):
 
     def _mean_teacher_model(self) -> nn.Module:
         """The unwrapped model, checked for what this loop needs."""
-        model = self.runner.model
-        if is_model_wrapper(model):
-            model = model.module
+        model = unwrap_model(self.runner.model)
         missing = [
             name for name in ('teacher', 'student', 'semi_test_cfg')
             if not hasattr(model, name)

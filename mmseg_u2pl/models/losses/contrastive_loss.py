@@ -17,6 +17,7 @@ from mmengine import dist
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from ...utils.misc import is_int
 from ..utils.reliability import entropy, partition_by_entropy
 from .memory_bank import CategoryMemoryBank
 
@@ -300,9 +301,6 @@ class UnreliableContrastiveLoss(nn.Module):
                     negative_source) -> None:
         """Raise a ValueError naming the first bad constructor argument."""
         prefix = 'UnreliableContrastiveLoss:'
-
-        def is_int(value):
-            return isinstance(value, int) and not isinstance(value, bool)
 
         for name, value in (('num_classes', num_classes),
                             ('feat_channels', feat_channels), ('num_negatives',

@@ -11,6 +11,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ...utils.misc import is_int
+
 
 def _expand_capacity(capacity: Union[int, Sequence[int]],
                      num_classes: int) -> list:
@@ -31,7 +33,7 @@ def _expand_capacity(capacity: Union[int, Sequence[int]],
         raise TypeError('CategoryMemoryBank: capacity must be an int or a '
                         f'sequence of ints, got {capacity!r}')
     for cls, size in enumerate(capacities):
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        if not is_int(size) or size <= 0:
             raise ValueError('CategoryMemoryBank: every capacity must be a '
                              f'positive int, got {size!r} for class {cls}')
     return capacities
@@ -89,8 +91,7 @@ class CategoryMemoryBank(nn.Module):
         super().__init__()
         for name, value in (('num_classes', num_classes), ('feat_channels',
                                                            feat_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ValueError(f'CategoryMemoryBank: {name} must be a '
                                  f'positive int, got {value!r}')
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -329,7 +330,7 @@ class CategoryMemoryBank(nn.Module):
             empty (the rows of those ids are arbitrary).
         """
         self._check_class_ids(class_ids, 'sample_for')
-        if isinstance(num, bool) or not isinstance(num, int) or num <= 0:
+        if not is_int(num) or num <= 0:
             raise ValueError('CategoryMemoryBank.sample_for: num must be a '
                              f'positive int, got {num!r}')
         return self._sample_rows(class_ids, num, generator)

@@ -2,17 +2,20 @@
 """Mean-teacher segmentor: a student mmseg segmentor and its EMA teacher."""
 import copy
 import logging
-from typing import Dict, List, Optional
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from mmengine import dist
-from mmengine.logging import MessageHub, print_log
+from mmengine.logging import print_log
+from mmengine.optim import OptimWrapper
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList, add_prefix)
 from torch import Tensor, nn
 
+from ...utils import is_int, is_semi_iter, train_progress, warmup_iters
 from ..data_preprocessor import BRANCHES
 
 STUDENT, TEACHER = 'student', 'teacher'
@@ -69,6 +72,28 @@ def restore_buffers(net: nn.Module, saved: List[Tensor]) -> None:
         buffer.copy_(value)
 
 
+@contextmanager
+def optimizer_steps_dropped(optim_wrapper: OptimWrapper) -> Iterator[None]:
+    """Optimizer steps inside the block change nothing.
+
+    The gradients are dropped right before each step: torch optimizers
+    leave a parameter without a gradient alone (its value, momentum and
+    step counter), while backward, DDP's gradient reduction and AMP's
+    ``GradScaler`` run as in any step.
+    """
+
+    def drop_gradients(optimizer, *args) -> None:
+        for group in optimizer.param_groups:
+            for param in group['params']:
+                param.grad = None
+
+    handle = optim_wrapper.optimizer.register_step_pre_hook(drop_gradients)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @MODELS.register_module()
 class MeanTeacherSegmentor(BaseSegmentor):
     """Student + EMA teacher around any mmseg segmentor (paper Sec. 3.1).
@@ -101,9 +126,12 @@ class MeanTeacherSegmentor(BaseSegmentor):
     the iteration. With ``'skip'`` a warning is logged, ``step_skipped`` is
     set and the returned loss is a zero connected to every trainable
     parameter (``skipped_step.loss``), so that backward, DDP and AMP's
-    ``GradScaler`` run as usual without touching a NaN;
-    :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` then drops the
-    gradients before the optimizer step and does not update the teacher.
+    ``GradScaler`` run as usual without touching a NaN; :meth:`train_step`
+    then drops the gradients before the optimizer step, and
+    :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` does not update the
+    teacher. In distributed training the step must be the model's own:
+    use :class:`~mmseg_u2pl.engine.MeanTeacherDistributedDataParallel`
+    (``tools/train.py`` selects it).
     ``nonfinite_steps`` (skipped steps so far in this process) is logged
     from the first skip on. More than ``max_consecutive_nonfinite`` skipped
     steps in a row raise: the run has diverged.
@@ -183,11 +211,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)
-        #: set by MeanTeacherHook before every training iteration
-        self.semi_active: Optional[bool] = None
-        #: the warm-up length ``t_w`` in iterations, set by MeanTeacherHook
-        #: before training
-        self.warmup_iters: Optional[int] = None
         #: whether the last :meth:`loss` was non-finite and undone (read by
         #: MeanTeacherHook: no optimizer update, no teacher update)
         self.step_skipped = False
@@ -195,6 +218,8 @@ class MeanTeacherSegmentor(BaseSegmentor):
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
         self._buffer_snapshot: Optional[List[Tensor]] = None
+        #: whether :meth:`train_step` runs (it applies a skipped step)
+        self._in_train_step = False
         self._register_load_state_dict_pre_hook(self._fill_from_plain_ckpt)
 
     @staticmethod
@@ -236,8 +261,7 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 'model.semi_train_cfg.nonfinite_loss must be one of '
                 f'{list(NONFINITE_ACTIONS)}, got {action!r}.')
         limit = cfg['max_consecutive_nonfinite']
-        if limit is not None and (isinstance(limit, bool)
-                                  or not isinstance(limit, int) or limit < 1):
+        if limit is not None and (not is_int(limit) or limit < 1):
             raise ValueError(
                 'model.semi_train_cfg.max_consecutive_nonfinite must be a '
                 f'positive int or None (no limit), got {limit!r}.')
@@ -281,6 +305,19 @@ class MeanTeacherSegmentor(BaseSegmentor):
         return self
 
     @property
+    def semi_active(self) -> Optional[bool]:
+        """Whether the running iteration is past the warm-up.
+
+        Read from the runtime info of the ``MessageHub``: the iteration
+        (mmengine's ``RuntimeInfoHook``) and the warm-up length
+        (``MeanTeacherHook``). None when either is unknown.
+        """
+        cur_iter, t_w = train_progress()[0], warmup_iters()
+        if cur_iter is None or t_w is None:
+            return None
+        return is_semi_iter(cur_iter, t_w)
+
+    @property
     def predictor(self) -> nn.Module:
         """The network used by ``predict`` and ``_forward``."""
         return getattr(self, self.semi_test_cfg['predict_on'])
@@ -305,6 +342,41 @@ class MeanTeacherSegmentor(BaseSegmentor):
     # ------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------
+    def train_step(self,
+                   data: dict,
+                   optim_wrapper: OptimWrapper,
+                   wrapper: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+        """One training step: losses, non-finite guard, parameter update.
+
+        As mmengine's ``BaseModel.train_step`` (preprocess, forward, parse,
+        update), except that the update of a step :meth:`loss` skipped for
+        a non-finite loss changes no parameter (the gradients are dropped
+        before the optimizer step, see :func:`optimizer_steps_dropped`).
+
+        Args:
+            data (dict): A batch from the dataloader.
+            optim_wrapper (OptimWrapper): The optimizer wrapper.
+            wrapper (nn.Module, optional): The DDP wrapper around this model:
+                the forward runs through it (gradient synchronisation, and
+                ``no_sync`` during gradient accumulation). Defaults to None.
+
+        Returns:
+            dict: The logged values.
+        """
+        outer = wrapper if wrapper is not None else self
+        self._in_train_step = True
+        try:
+            with optim_wrapper.optim_context(outer):
+                data = self.data_preprocessor(data, True)
+                losses = outer._run_forward(data, mode='loss')
+        finally:
+            self._in_train_step = False
+        parsed_loss, log_vars = self.parse_losses(losses)
+        with optimizer_steps_dropped(optim_wrapper) if self.step_skipped \
+                else nullcontext():
+            optim_wrapper.update_params(parsed_loss)
+        return log_vars
+
     def loss(self, inputs: Dict[str, Tensor],
              data_samples: Dict[str, SampleList]) -> dict:
         """Supervised loss (warm-up) or the semi-supervised losses.
@@ -323,14 +395,15 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 '(inputs with "labeled" and "unlabeled" branches); got '
                 f'{type(inputs).__name__}. Use `type="SemiDataset"` for '
                 'train_dataloader.dataset and a SemiSegDataPreProcessor.')
-        if self.semi_active is None:
+        semi_active = self.semi_active
+        if semi_active is None:
             raise RuntimeError(
                 f'{type(self).__name__} does not know whether the '
                 'supervised warm-up is over: add '
                 '`custom_hooks = [dict(type="MeanTeacherHook", ...)]` to the '
                 'config.')
         self.begin_step()
-        if not self.semi_active:
+        if not semi_active:
             losses = self.supervised_loss(inputs['labeled'],
                                           data_samples['labeled'])
         else:
@@ -378,6 +451,14 @@ class MeanTeacherSegmentor(BaseSegmentor):
         cfg = self.semi_train_cfg
         limit = cfg['max_consecutive_nonfinite']
         where = f'{bad_terms} at {self._iteration_text()}'
+        if cfg['nonfinite_loss'] == 'skip' and not self._in_train_step:
+            raise FloatingPointError(
+                f'Non-finite loss (NaN/Inf) in {where}, outside '
+                f'{type(self).__name__}.train_step, which alone can skip the '
+                'step. In distributed training use model_wrapper_cfg=dict('
+                'type="MeanTeacherDistributedDataParallel") (tools/train.py '
+                'sets it); or set model.semi_train_cfg.nonfinite_loss='
+                '"raise".')
         if cfg['nonfinite_loss'] == 'raise':
             raise FloatingPointError(
                 f'Non-finite loss (NaN/Inf) in {where}. The step was not '
@@ -424,8 +505,7 @@ class MeanTeacherSegmentor(BaseSegmentor):
     @staticmethod
     def _iteration_text() -> str:
         """``'iteration 3/6'`` (1-based, as logged), if a loop runs."""
-        hub = MessageHub.get_current_instance()
-        cur_iter, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
+        cur_iter, max_iters = train_progress()
         if cur_iter is None:
             return 'an unknown iteration (no training loop recorded it)'
         total = f'/{max_iters}' if max_iters else ''
@@ -444,8 +524,7 @@ class MeanTeacherSegmentor(BaseSegmentor):
     @staticmethod
     def train_progress() -> tuple:
         """``(cur_iter, max_iters)`` of the running train loop."""
-        hub = MessageHub.get_current_instance()
-        cur_iter, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
+        cur_iter, max_iters = train_progress()
         if cur_iter is None or not max_iters:
             raise RuntimeError(
                 'The training progress (iter / max_iters) is unknown; train '

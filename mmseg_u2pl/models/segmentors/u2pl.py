@@ -14,6 +14,7 @@ from torch.profiler import record_function
 
 from ..heads.representation_head import forward_with_classifier_input
 from ..utils.cutmix import apply_cutmix, cutmix_masks
+from ...utils import warmup_iters
 from ..utils.random_stream import current_iteration, separate_random_stream
 from ..utils.reliability import (alpha_schedule, entropy,
                                  entropy_filtered_loss)
@@ -269,6 +270,7 @@ class U2PL(MeanTeacherSegmentor):
                   data_samples: Dict[str, SampleList]) -> dict:
         cfg = self.semi_train_cfg
         ignore_index = cfg['ignore_index']
+        self.last_pseudo_labels = None  # freed before this step's passes
         img_l, img_u = inputs['labeled'], inputs['unlabeled']
         samples_l, samples_u = data_samples['labeled'], data_samples[
             'unlabeled']
@@ -333,13 +335,14 @@ class U2PL(MeanTeacherSegmentor):
         """``t_0`` of :func:`alpha_schedule` (``alpha_decay_start``)."""
         if self.semi_train_cfg['alpha_decay_start'] == 'train_start':
             return 0
-        if self.warmup_iters is None:
+        t_w = warmup_iters()
+        if t_w is None:
             raise RuntimeError(
                 'model.semi_train_cfg.alpha_decay_start="warmup_end" needs '
                 'the warm-up length, which MeanTeacherHook sets before '
                 'training: add `custom_hooks = [dict(type="MeanTeacherHook", '
                 '...)]` to the config.')
-        return self.warmup_iters
+        return t_w
 
     def _contrastive(self,
                      rep_s: Tensor,
@@ -458,21 +461,18 @@ class U2PL(MeanTeacherSegmentor):
     # ------------------------------------------------------------------
     # visualisation support (read by PseudoLabelVisualizationHook)
     # ------------------------------------------------------------------
-    #: number of unlabeled images to keep for visualisation; 0 = off
-    vis_num_images = 0
+    #: what the unsupervised loss saw in the last semi-supervised step
+    #: (views of the step's tensors, no copy; None before the first one)
+    last_pseudo_labels: Optional[dict] = None
 
     def _record_for_visualisation(self, img_u, pseudo_u, entropy_u, kept,
                                   valid_u) -> None:
-        num = min(self.vis_num_images, img_u.shape[0])
-        if num <= 0:
-            self.last_pseudo_labels = None
-            return
         self.last_pseudo_labels = dict(
-            inputs=img_u[:num].detach(),
-            pseudo_label=pseudo_u[:num].detach(),
-            entropy=entropy_u[:num].detach(),
-            reliable_mask=kept[:num].detach(),
-            valid_mask=valid_u[:num].detach())
+            inputs=img_u.detach(),
+            pseudo_label=pseudo_u.detach(),
+            entropy=entropy_u.detach(),
+            reliable_mask=kept.detach(),
+            valid_mask=valid_u.detach())
 
 
 def classifier_in_channels(decode_head: nn.Module) -> int:

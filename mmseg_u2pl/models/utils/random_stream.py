@@ -20,7 +20,8 @@ from typing import Iterator, Optional, Union
 
 import torch
 from mmengine.dist import get_rank, get_world_size
-from mmengine.logging import MessageHub
+
+from ...utils.misc import train_progress
 
 
 def derived_seed(*keys: Union[int, str]) -> int:
@@ -43,8 +44,8 @@ def derived_seed(*keys: Union[int, str]) -> int:
 
 def current_iteration() -> int:
     """The running train loop's iteration, -1 outside a loop."""
-    cur_iter = MessageHub.get_current_instance().get_info('iter')
-    return -1 if cur_iter is None else int(cur_iter)
+    cur_iter = train_progress()[0]
+    return -1 if cur_iter is None else cur_iter
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from mmseg.registry import MODELS
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import (build_model, make_semi_batch, set_train_progress,
-                          tiny_segmentor_cfg)
+                          tiny_segmentor_cfg, set_semi)
 from torch import nn
 
 from mmseg_u2pl.models.data_preprocessor import SemiSegDataPreProcessor
@@ -257,7 +257,7 @@ def test_loss_needs_the_mean_teacher_hook(model):
 
 
 def test_loss_rejects_a_supervised_batch(model):
-    model.semi_active = False
+    set_semi(False)
     inputs, samples = make_semi_batch()
     with pytest.raises(TypeError, match='SemiDataset'):
         model.loss(inputs['labeled'], samples['labeled'])
@@ -267,7 +267,7 @@ def test_loss_rejects_a_supervised_batch(model):
 def test_base_class_trains_the_student_on_labeled_images(model, semi_active):
     set_train_progress(0, 10)
     model.train()
-    model.semi_active = semi_active
+    set_semi(semi_active)
     inputs, samples = make_semi_batch()
     losses = model.loss(inputs, samples)
     # supervised keys only, before and after the warm-up
@@ -278,7 +278,7 @@ def test_base_class_trains_the_student_on_labeled_images(model, semi_active):
 
 def test_base_class_supervised_loss_equals_the_students(model):
     model.train()
-    model.semi_active = False
+    set_semi(False)
     inputs, samples = make_semi_batch()
     student_copy = copy.deepcopy(model.student)
     torch.manual_seed(0)

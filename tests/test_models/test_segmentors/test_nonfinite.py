@@ -2,8 +2,7 @@
 """Numerical safety: a NaN/Inf loss term is caught and its step undone.
 
 Steps are run as mmengine's train loop runs them (``MeanTeacherHook``
-around ``loss`` -> ``parse_losses`` -> ``OptimWrapper.update_params``) on the
-tiny U2PL model, with a NaN injected into an input image or into one loss
+around the model's ``train_step``) on the tiny U2PL model, with a NaN injected into an input image or into one loss
 term. A skipped step must leave the student (parameters and BN buffers),
 the optimizer state, the teacher and the memory bank bytewise unchanged.
 The module ends with a real ``tools/train.py`` run on the toy dataset that
@@ -23,9 +22,10 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
+from torch import nn
 from toy_fixtures import one_thread, toy_data_root  # noqa: F401  (fixtures)
 from toy_fixtures import (REPO_ROOT, as_cli_options, build_model,
-                          make_semi_batch, set_train_progress,
+                          make_semi_batch, set_semi, set_train_progress,
                           tiny_segmentor_cfg, tiny_u2pl_cfg,
                           toy_train_cfg_options, write_hooked_u2pl_config)
 
@@ -36,10 +36,19 @@ from mmseg_u2pl.models.segmentors.mean_teacher import (SKIPPED_STEP_LOSS,
 NAN = float('nan')
 
 
+class Preprocessed(nn.Module):
+    """A data preprocessor for batches that are preprocessed already."""
+
+    def forward(self, data, training=False):
+        return data
+
+
 class MiniLoop:
     """The parts of mmengine's iteration-based train loop used here."""
 
     def __init__(self, model, warmup_iters=0, max_iters=10):
+        # the batches given to `step` are already preprocessed
+        model.data_preprocessor = Preprocessed()
         self.model = model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         self.optim_wrapper = OptimWrapper(
@@ -59,9 +68,9 @@ class MiniLoop:
         set_train_progress(runner.iter, self.max_iters)
         try:
             self.hook.before_train_iter(runner, batch_idx=runner.iter)
-            losses = self.model.loss(inputs, samples)
-            loss, log_vars = self.model.parse_losses(losses)
-            self.optim_wrapper.update_params(loss)
+            log_vars = self.model.train_step(
+                dict(inputs=inputs, data_samples=samples),
+                self.optim_wrapper)
             self.hook.after_train_iter(runner, batch_idx=runner.iter)
         finally:
             runner.iter += 1
@@ -198,6 +207,53 @@ def test_raise_names_the_term_and_the_iteration(one_thread):  # noqa: F811
     assert 'unsup.loss_ce' not in message
     assert 'nonfinite_loss="skip"' in message  # what to do
     loop.assert_unchanged(before)
+
+
+def test_skip_needs_the_models_own_train_step(one_thread):  # noqa: F811
+    """Only ``train_step`` can apply a skipped step without touching the
+    student (a wrapper calling ``loss`` directly, e.g. mmengine's default
+    DDP, would let the optimizer apply weight decay and momentum)."""
+    model = build_model(tiny_u2pl_cfg(cutmix=dict(prob=0.))).train()
+    set_semi(True)
+    set_train_progress(3, 10)
+    inputs, samples = make_semi_batch()
+    nan_decode_loss(model.student.decode_head)
+    with pytest.raises(FloatingPointError,
+                       match='MeanTeacherDistributedDataParallel'):
+        model.loss(inputs, samples)
+
+
+def test_ddp_wrapper_runs_the_models_step(one_thread):  # noqa: F811
+    """Through ``MeanTeacherDistributedDataParallel`` (one gloo process) a
+    NaN step is skipped as without DDP, and a good step trains."""
+    import socket
+
+    import torch.distributed as torch_dist
+
+    from mmseg_u2pl.engine import MeanTeacherDistributedDataParallel
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    torch_dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
+    try:
+        model = build_model(
+            tiny_u2pl_cfg(with_contrast=True, cutmix=dict(prob=0.)))
+        loop = MiniLoop(model)
+        loop.model = MeanTeacherDistributedDataParallel(module=model)
+        loop.runner.model = loop.model
+        inputs, samples = make_semi_batch()
+        loop.step(inputs, samples)
+        before = loop.snapshot()
+        log_vars = loop.step(with_nan_image(inputs, 'unlabeled'), samples)
+        assert SKIPPED_STEP_LOSS in log_vars and model.step_skipped
+        loop.assert_unchanged(before)
+        loop.step(inputs, samples)
+        after = loop.snapshot()['model']
+        key = 'module.student.decode_head.conv_seg.weight'
+        assert not torch.equal(after[key], before['model'][key])
+    finally:
+        torch_dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------

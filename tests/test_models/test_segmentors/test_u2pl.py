@@ -15,7 +15,7 @@ import torch
 from mmengine.optim import OptimWrapper
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import (build_model, make_sample, make_semi_batch,
-                          set_train_progress, tiny_u2pl_cfg)
+                          set_train_progress, tiny_u2pl_cfg, set_semi, set_warmup)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -54,7 +54,7 @@ def u2pl(**semi_train_cfg):
     model = build_model(
         tiny_u2pl_cfg(num_classes=NUM_CLASSES, **semi_train_cfg))
     model.train()
-    model.semi_active = True
+    set_semi(True)
     return model
 
 
@@ -94,10 +94,11 @@ def test_alpha_decay_start_is_checked():
     # 'warmup_end' needs the warm-up length that MeanTeacherHook sets
     model = u2pl(alpha_decay_start='warmup_end')
     set_train_progress(3, 10)
+    set_warmup(None)  # no MeanTeacherHook published it
     inputs, samples = batch()
     with pytest.raises(RuntimeError, match='MeanTeacherHook'):
         model.loss(inputs, samples)
-    model.warmup_iters = 2
+    set_warmup(2)
     assert model.loss(inputs, samples)['unsup.alpha_t'].item() == \
         pytest.approx(20 * (1 - (3 - 2) / (10 - 2)))
 
@@ -138,7 +139,7 @@ def test_contrastive_loss_and_representation_head_are_inferred():
 def test_warmup_gives_supervised_losses_only(with_contrast):
     model = build_model(tiny_u2pl_cfg(with_contrast=with_contrast))
     model.train()
-    model.semi_active = False
+    set_semi(False)
     set_train_progress(0, 10)
     inputs, samples = make_semi_batch()
     teacher_before = copy.deepcopy(model.teacher.state_dict())
@@ -245,7 +246,6 @@ def test_padding_is_never_a_pseudo_label_target():
     teacher_logits, _ = graded_teacher(
         torch.zeros(2, SIZE, SIZE, dtype=torch.long))
     model.teacher.decode_head.forward = fixed_forward(teacher_logits)
-    model.vis_num_images = 2
     losses = model.loss(inputs, samples)
     record = model.last_pseudo_labels
     valid = record['valid_mask']
@@ -290,7 +290,6 @@ def test_cutmix_mixes_images_pseudo_labels_and_entropy_with_the_same_box():
         return extract_feat(images)
 
     model.student.extract_feat = recording_extract_feat
-    model.vis_num_images = 2
     model.loss(inputs, samples)
     record = model.last_pseudo_labels
     assert set(record) == {
@@ -329,14 +328,15 @@ def test_cutmix_is_off_with_probability_zero():
     model = u2pl(cutmix=dict(prob=0.))
     set_train_progress(0, 10)
     inputs, samples = batch()
-    model.vis_num_images = 1
     model.loss(inputs, samples)
     record = model.last_pseudo_labels
-    assert record['inputs'].shape[0] == 1  # vis_num_images
-    assert torch.equal(record['inputs'][0], inputs['unlabeled'][0])
-    model.vis_num_images = 0
+    assert record['inputs'].shape[0] == 2  # the whole unlabeled batch
+    assert torch.equal(record['inputs'], inputs['unlabeled'])
+    # every step replaces the record
+    inputs['unlabeled'] = inputs['unlabeled'] + 1.
     model.loss(inputs, samples)
-    assert model.last_pseudo_labels is None
+    assert torch.equal(model.last_pseudo_labels['inputs'],
+                       inputs['unlabeled'])
 
 
 # ---------------------------------------------------------------------------
@@ -402,7 +402,7 @@ def test_unlabeled_ground_truth_never_changes_a_loss():
     model = build_model(
         tiny_u2pl_cfg(with_contrast=True, cutmix=dict(prob=1.)))
     model.train()
-    model.semi_active = True
+    set_semi(True)
     set_train_progress(3, 10)
     inputs, with_gt = make_semi_batch(with_unlabeled_gt=True, seed=3)
     _, without_gt = make_semi_batch(with_unlabeled_gt=False, seed=3)
@@ -441,7 +441,7 @@ def test_teacher_gets_no_gradient_and_is_unchanged_by_a_step():
     model = build_model(
         tiny_u2pl_cfg(with_contrast=True, cutmix=dict(prob=1.)))
     model.train()
-    model.semi_active = True
+    set_semi(True)
     set_train_progress(5, 10)
     inputs, samples = make_semi_batch()
     teacher_before = copy.deepcopy(model.teacher.state_dict())
@@ -470,7 +470,7 @@ def test_teacher_gets_no_gradient_and_is_unchanged_by_a_step():
 def test_train_step_through_the_data_preprocessor():
     model = build_model(tiny_u2pl_cfg(cutmix=dict(prob=1.)))
     model.train()
-    model.semi_active = True
+    set_semi(True)
     set_train_progress(1, 10)
     gen = torch.Generator().manual_seed(0)
 
@@ -525,7 +525,7 @@ def test_channels_last_keeps_weights_nhwc_and_the_losses():
     results = []
     for model in (plain, nhwc):
         model.train()
-        model.semi_active = True
+        set_semi(True)
         torch.manual_seed(3)  # the same CutMix boxes and dropout masks
         inputs, samples = make_semi_batch(2, 2, size=32)
         losses = model.loss(inputs, samples)
@@ -550,7 +550,7 @@ def test_semi_step_on_cuda():
     model = build_model(
         tiny_u2pl_cfg(with_contrast=True, cutmix=dict(prob=1.))).cuda()
     model.train()
-    model.semi_active = True
+    set_semi(True)
     set_train_progress(3, 10)
     inputs, samples = make_semi_batch()
     inputs = {branch: value.cuda() for branch, value in inputs.items()}
@@ -558,7 +558,6 @@ def test_semi_step_on_cuda():
         branch: [sample.cuda() for sample in value]
         for branch, value in samples.items()
     }
-    model.vis_num_images = 1
     losses = model.loss(inputs, samples)
     loss, log_vars = model.parse_losses(losses)
     loss.backward()
@@ -586,7 +585,7 @@ def _contrastive_inputs(reuse, mask, monkeypatch, mode='eval'):
             reuse_teacher_forward=reuse,
             contrastive_teacher_mode=mode))
     model.train()
-    model.semi_active = True
+    set_semi(True)
     set_train_progress(0, 10)
     monkeypatch.setattr(u2pl_module, 'cutmix_masks',
                         lambda *args, **kwargs: mask.clone())
