@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmseg_u2pl.datasets.splits import (
-    check_split, check_trainid_labels, class_image_frequency,
-    convert_u2pl_entry, convert_u2pl_list, convert_u2pl_split,
-    find_u2pl_splits, format_class_frequency, load_class_presence, make_split,
-    num_from_fraction, parse_fraction, published_setting, read_split_list,
-    write_split_list)
+from convert_u2pl_splits import (convert_u2pl_entry, convert_u2pl_list,
+                                 convert_u2pl_split, find_u2pl_splits,
+                                 published_setting)
+from make_splits import (class_image_frequency, format_class_frequency,
+                         load_class_presence, make_split)
+from split_utils import (check_split, check_trainid_labels, num_from_fraction,
+                         parse_fraction, read_split_list, write_split_list)
 
 PUBLISHED = '/work/shared/data/u2pl-splits'
 needs_published = pytest.mark.skipif(
