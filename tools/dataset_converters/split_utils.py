@@ -312,8 +312,8 @@ def check_split(labeled: SplitSource,
     """
     labeled = _as_entries(labeled, '<labeled list>')
     unlabeled = (
-        SplitEntries('<no unlabeled list>', []) if unlabeled is None else
-        _as_entries(unlabeled, '<unlabeled list>'))
+        SplitEntries('<no unlabeled list>', [])
+        if unlabeled is None else _as_entries(unlabeled, '<unlabeled list>'))
     overlap = _overlap_message(labeled, unlabeled)
     if overlap is not None:
         raise ValueError(overlap)

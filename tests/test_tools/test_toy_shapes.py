@@ -8,11 +8,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from PIL import Image
-
-from mmseg_u2pl.datasets.toy_generator import (CLASSES, _cover_all_classes,
-                                               generate_toy_dataset,
-                                               labeled_count, make_split_lists,
-                                               parse_fractions)
+from split_utils import num_from_fraction as labeled_count
+from toy_shapes import CLASSES, generate_toy_dataset
+from toy_splits import _cover_all_classes, make_split_lists, parse_fractions
 
 SMALL = dict(num_train=48, num_val=8, img_size=32)
 FRACTIONS = ('1/16', '1/8', '1/4', '1/2', '1')
@@ -56,7 +54,7 @@ def test_layout_and_summary(toy_root):
     for name in names + read_list(root, 'val'):
         expected |= {f'images/{name}.png', f'labels/{name}.png'}
     assert set(all_files(root)) == expected
-    # round(48 * f), half up, at least one
+    # ceil(48 * f)
     counts = summary['split_counts']
     assert [
         counts[f'labeled_{s}'] for s in ('1-16', '1-8', '1-4', '1-2', '1')
