@@ -228,6 +228,25 @@ def test_fraction_parsing_and_bad_arguments(tmp_path):
             str(tmp_path / 'x'), num_train=4, num_val=1, img_size=8)
 
 
+def test_counts_round_up_as_the_published_splits(tmp_path):
+    # 100 / 16 = 6.25 -> 7 labeled images (split_utils.num_from_fraction)
+    root = str(tmp_path / 'toy')
+    args = dict(num_train=100, num_val=1, img_size=16, fractions=('1/16', ))
+    summary = generate_toy_dataset(root, **args)
+    assert summary['split_counts']['labeled_1-16'] == 7
+    assert len(read_list(root, 'labeled_1-16')) == 7
+    # lists on disk with other counts for the same arguments are rewritten
+    with open(osp.join(root, 'meta.json')) as f:
+        meta = json.load(f)
+    meta['split_counts']['labeled_1-16'] = 6
+    with open(osp.join(root, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    summary = generate_toy_dataset(root, **args)
+    assert not summary['reused']
+    assert summary['split_counts']['labeled_1-16'] == 7
+    assert generate_toy_dataset(root, **args)['reused']
+
+
 def test_cover_all_classes_swaps_minimally():
     # 4 object classes shown here by 6 images; the first 2 of the order
     # show only class 0, so the prefix must take in images with 1, 2, 3.

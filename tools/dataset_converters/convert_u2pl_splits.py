@@ -2,7 +2,7 @@
 """Convert the split lists published with U2PL to mmseg ``ann_file`` lists.
 
 The conversion functions live in this script with its command line (about
-450 lines): no other tool uses them, and the tests import them from here.
+500 lines): no other tool uses them, and the tests import them from here.
 
 Every ``<src>/<n>/labeled.txt`` + ``unlabeled.txt`` becomes
 ``<out-dir>/<n>/labeled.txt`` + ``unlabeled.txt`` (published order kept) and

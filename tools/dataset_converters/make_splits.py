@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Draw a seeded labeled/unlabeled split in mmseg ``ann_file`` format.
 
-The drawing functions live in this script with its command line (about 370
+The drawing functions live in this script with its command line (about 400
 lines): no other tool draws splits, and the tests import them from here.
 
 Examples:

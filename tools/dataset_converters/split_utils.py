@@ -5,12 +5,12 @@ A split is two text files in MMSegmentation's ``ann_file`` format: one entry
 per line, the image path relative to the dataset's ``img_path`` prefix
 without the image suffix, e.g. ``2007_000033`` (VOC),
 ``aachen/aachen_000000_000019`` (Cityscapes) or ``train_00000`` (the toy
-datasets). The labeled share of a split (paper Sec. 4.1) is parsed by
+datasets). The labeled share of a split (paper Sec. 4.1) is read by
 :func:`parse_fraction` and turned into an image count by
-:func:`num_from_fraction`, the one rounding rule of every tool.
-
-Only numpy and Pillow are used, so the tools need no accelerator and do not
-import ``mmseg_u2pl``.
+:func:`num_from_fraction`, the one rounding rule of every tool. Only numpy
+and Pillow are used (no torch, no ``mmseg_u2pl``). About 340 lines: the
+helpers serve several tools, and :func:`check_split` is also called on
+lists made elsewhere.
 """
 import math
 import os
@@ -274,14 +274,6 @@ def check_split(labeled: SplitSource,
     expected counts, and with ``data_root`` that every image (and every
     labeled entry's label map, if ``seg_map_path`` is given) exists, and
     with ``check_trainids`` that those label maps hold Cityscapes train ids.
-
-    Example:
-        >>> check_split('data/splits/cityscapes/186/labeled.txt',
-        ...             'data/splits/cityscapes/186/unlabeled.txt',
-        ...             num_labeled=186, num_total=2975,
-        ...             data_root='data/cityscapes',
-        ...             img_path='leftImg8bit/train',
-        ...             img_suffix='_leftImg8bit.png')
 
     Args:
         labeled (str | PathLike | Sequence[str] | SplitEntries): Labeled

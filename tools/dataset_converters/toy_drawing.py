@@ -4,7 +4,8 @@
 Textured objects of random outline, size, rotation and aspect ratio over a
 cluttered background, with Gaussian pixel noise; every function draws from
 the image's own random stream, so the same stream gives the same pixels.
-Only numpy is used.
+Only numpy is used. About 340 lines, a fifth of them the sixteen outlines of
+:func:`shape_mask`.
 """
 import colorsys
 import math

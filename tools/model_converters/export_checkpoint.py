@@ -1,14 +1,16 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Export one network of a mean-teacher checkpoint as a plain mmseg model.
 
+One script of about 490 lines: the weights and the config are exported
+together, and the tests import its functions from here.
+
 A U2PL checkpoint holds two segmentors (``teacher.*`` and ``student.*`` keys)
 plus semi-supervised state (memory banks, representation heads). This tool
 writes a checkpoint and a config that plain MMSegmentation can use with
 ``mmseg.apis.init_model`` or ``tools/test.py``::
 
     python tools/model_converters/export_checkpoint.py CONFIG CHECKPOINT \\
-        OUT_DIR
-        [--which teacher|student] [--name NAME]
+        OUT_DIR [--which teacher|student] [--name NAME]
 
 It writes ``OUT_DIR/NAME.pth`` (``{'meta': ..., 'state_dict': ...}``, plain
 segmentor keys, tensors only) and ``OUT_DIR/NAME.py`` (``model`` is the
