@@ -3,8 +3,11 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The repository (for ``mmseg_u2pl``) and the dataset tools' helper modules
+# (``split_utils``, ``toy_shapes``, ...), which are scripts, not a package.
+for path in (ROOT, os.path.join(ROOT, 'tools', 'dataset_converters')):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 import pytest  # noqa: E402
 from mmengine.logging import MessageHub  # noqa: E402

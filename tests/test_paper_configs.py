@@ -39,11 +39,11 @@ from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, MODELS
 from mmseg.structures import SegDataSample
 from PIL import Image
+from split_utils import check_split
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import set_semi
 
 import mmseg_u2pl  # noqa: F401  (registers the package's modules)
-from mmseg_u2pl.datasets.splits import check_split
 from mmseg_u2pl.utils.launch import convert_sync_bn
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -57,7 +57,7 @@ def make_toy_dataset(out_dir: str) -> str:
     Returns:
         str: ``out_dir``, the ``data_root`` of the configs.
     """
-    from mmseg_u2pl.datasets.toy_generator import generate_toy_dataset
+    from toy_shapes import generate_toy_dataset
     generate_toy_dataset(out_dir, **TOY_ARGS)
     return out_dir
 

@@ -123,7 +123,7 @@ class SemiDataset(Dataset):
                     f'SemiDataset: the {side} dataset is empty. Check '
                     f'`train_dataloader.dataset.{side}.ann_file` (split '
                     f'list) and data_root; make a split with '
-                    f'tools/misc/make_splits.py.')
+                    f'tools/dataset_converters/make_splits.py.')
         classes_l = tuple(self.labeled.metainfo.get('classes', ()))
         classes_u = tuple(self.unlabeled.metainfo.get('classes', ()))
         if classes_l != classes_u:
@@ -157,8 +157,8 @@ class SemiDataset(Dataset):
                 '(`train_dataloader.dataset.labeled.ann_file` / '
                 '`...unlabeled.ann_file`):\n' + shown + '\nA labeled image '
                 'must not be pseudo-labeled too: remove it from the '
-                'unlabeled list (tools/misc/make_splits.py writes disjoint '
-                'lists).')
+                'unlabeled list (tools/dataset_converters/make_splits.py '
+                'writes disjoint lists).')
 
     def check_batch_size(self, batch_size: int, world_size: int = 1) -> None:
         """Check that the batch size fits the unlabeled set.
@@ -310,5 +310,7 @@ def _check_cfg_paths(side: str, cfg: dict) -> None:
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'SemiDataset: the split file `{key}.ann_file` = {path!r} '
-                'does not exist. Write it with tools/misc/make_splits.py or '
-                'tools/misc/convert_u2pl_splits.py, or fix the path.')
+                'does not exist. Write it with '
+                'tools/dataset_converters/make_splits.py or '
+                'tools/dataset_converters/convert_u2pl_splits.py, or fix the '
+                'path.')

@@ -1,14 +1,38 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""The embedded toy dataset ``ToyShapesDataset`` (see ``toy_generator``)."""
+"""The embedded datasets ``ToyShapesDataset`` and ``ToyShapes21Dataset``.
+
+Their files are written by ``tools/dataset_converters/make_toy_dataset.py``,
+whose generators take the class names and palettes defined here.
+"""
 from typing import Any, Optional
 
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
-from .toy21_generator import CLASSES as TOY21_CLASSES
-from .toy21_generator import PALETTE as TOY21_PALETTE
-from .toy_generator import CLASSES, PALETTE
 from .validation import (check_dataset_files, check_dataset_paths,
                          check_label_values, naming_sample_files)
+
+#: ToyShapes: the object classes are named after their outlines.
+TOY_CLASSES = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
+TOY_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
+               [0, 130, 200], [245, 130, 48]]
+
+#: ToyShapes21: five groups of four confusable classes, named after their
+#: cues (outline, hue, texture).
+TOY21_CLASSES = ('background', 'red-disk', 'red-square', 'red-triangle',
+                 'red-cross', 'blue-plain-disk', 'blue-striped-disk',
+                 'blue-dotted-disk', 'blue-checked-disk', 'orange-square',
+                 'lime-square', 'green-square', 'purple-square', 'green-ring',
+                 'green-star', 'green-bar', 'green-crescent',
+                 'magenta-plain-triangle', 'magenta-striped-triangle',
+                 'magenta-dotted-triangle', 'magenta-checked-triangle')
+#: Each class in the colour of its hue, the classes of a group told apart
+#: by brightness (visualisation only).
+TOY21_PALETTE = [[0, 0, 0], [255, 38, 38], [217, 33, 33], [178, 27, 27],
+                 [140, 21, 21], [38, 125, 255], [33, 106, 217], [27, 87, 178],
+                 [21, 69, 140], [255, 168, 38], [158, 217, 33], [27, 178, 51],
+                 [59, 21, 140], [38, 255, 73], [33, 217, 62], [27, 178, 51],
+                 [21, 140, 40], [255, 38, 233], [217, 33, 198], [178, 27, 163],
+                 [140, 21, 128]]
 
 
 @DATASETS.register_module()
@@ -16,7 +40,8 @@ class ToyShapesDataset(BaseSegDataset):
     """Textured shapes on a cluttered background (colour hints, shape decides).
 
     Classes: ``background, disk, square, triangle, ring, cross``. Generate the
-    files once with ``python tools/misc/make_toy_dataset.py --out data/toy``;
+    files once with ``python tools/dataset_converters/make_toy_dataset.py
+    --out data/toy``;
     the layout is ``images/<name>.png``, ``labels/<name>.png`` and split lists
     ``splits/{train,val,labeled_1-16,unlabeled_1-16,...}.txt``.
 
@@ -77,7 +102,7 @@ class ToyShapesDataset(BaseSegDataset):
             Defaults to False.
         **kwargs: Other arguments of :class:`mmseg.datasets.BaseSegDataset`.
     """
-    METAINFO = dict(classes=CLASSES, palette=PALETTE)
+    METAINFO = dict(classes=TOY_CLASSES, palette=TOY_PALETTE)
 
     def __init__(self,
                  ann_file: str = '',
@@ -106,10 +131,10 @@ class ToyShapesDataset(BaseSegDataset):
         root = str(self.data_root
                    or 'data/toy').replace('{', '{{').replace('}', '}}')
         return ('generate the toy dataset with `python '
-                f'tools/misc/make_toy_dataset.py --out {root}` from the '
-                'repository root, or fix data_root / ann_file in your config '
-                '(relative paths are resolved from the current directory '
-                '{cwd})')
+                f'tools/dataset_converters/make_toy_dataset.py --out {root}` '
+                'from the repository root, or fix data_root / ann_file in '
+                'your config (relative paths are resolved from the current '
+                'directory {cwd})')
 
     def full_init(self) -> None:
         """Load the data list, checking every path it needs and lists."""
@@ -150,11 +175,12 @@ class ToyShapesDataset(BaseSegDataset):
 @DATASETS.register_module()
 class ToyShapes21Dataset(ToyShapesDataset):
     """ToyShapes21: 20 object classes in five groups of four confusable
-    classes, with a long-tailed frequency (``toy21_generator``).
+    classes, with a long-tailed frequency.
 
     Same layout, validation and arguments as :class:`ToyShapesDataset`.
-    Generate the files once with ``python tools/misc/make_toy_dataset.py
-    --dataset toy21 --out data/toy21``; the classes and their cues are
+    Generate the files once with ``python
+    tools/dataset_converters/make_toy_dataset.py --dataset toy21 --out
+    data/toy21``; the classes and their cues are
     described in ``docs/benchmarks.md`` (ToyShapes21).
 
     Config example::
@@ -172,7 +198,7 @@ class ToyShapes21Dataset(ToyShapesDataset):
         root = str(self.data_root
                    or 'data/toy21').replace('{', '{{').replace('}', '}}')
         return ('generate the dataset with `python '
-                'tools/misc/make_toy_dataset.py --dataset toy21 --out '
-                f'{root}` from the repository root, or fix data_root / '
+                'tools/dataset_converters/make_toy_dataset.py --dataset toy21 '
+                f'--out {root}` from the repository root, or fix data_root / '
                 'ann_file in your config (relative paths are resolved from '
                 'the current directory {cwd})')

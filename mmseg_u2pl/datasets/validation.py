@@ -35,7 +35,8 @@ DEFAULT_FIX_HINT = (
     '(relative paths are resolved from the current directory '
     '{cwd}); prepare VOC / Cityscapes as in docs/data_preparation.md, '
     'or for the toy dataset run '
-    '`python tools/misc/make_toy_dataset.py --out <data_root>`')
+    '`python tools/dataset_converters/make_toy_dataset.py --out '
+    '<data_root>`')
 CORRUPT_FIX_HINT = (
     'replace the listed files with intact copies (an interrupted download, '
     'copy or conversion leaves empty or truncated files: repeat that data '

@@ -454,7 +454,7 @@ def explain_checkpoint_mismatch(diff: CheckpointDiff,
     if from_mean_teacher:
         lines.append('  The file holds a mean-teacher (U2PL) checkpoint: '
                      'for a plain mmseg model, export one network with '
-                     'tools/misc/export_checkpoint.py.')
+                     'tools/model_converters/export_checkpoint.py.')
     lines.append(
         'MMEngine would skip these weights with a warning and train or test '
         'from random ones. Use a checkpoint of this config, or, to load only '

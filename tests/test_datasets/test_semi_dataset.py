@@ -20,7 +20,8 @@ from toy_fixtures import toy_split
 from torch import nn
 
 from mmseg_u2pl.datasets.semi_dataset import SemiDataset
-from mmseg_u2pl.datasets.toy_generator import CLASSES, PALETTE
+from mmseg_u2pl.datasets.toy_dataset import TOY_CLASSES as CLASSES
+from mmseg_u2pl.datasets.toy_dataset import TOY_PALETTE as PALETTE
 from mmseg_u2pl.engine.hooks.mean_teacher_hook import MeanTeacherHook
 
 LABELED_PIPELINE = [

@@ -8,10 +8,11 @@ import torch
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 from PIL import Image
+from toy_shapes import generate_toy_dataset
 
+from mmseg_u2pl.datasets.toy_dataset import TOY_CLASSES as CLASSES
+from mmseg_u2pl.datasets.toy_dataset import TOY_PALETTE as PALETTE
 from mmseg_u2pl.datasets.toy_dataset import ToyShapesDataset
-from mmseg_u2pl.datasets.toy_generator import (CLASSES, PALETTE,
-                                               generate_toy_dataset)
 
 LABELED_PIPELINE = [
     dict(type='LoadImageFromFile'),

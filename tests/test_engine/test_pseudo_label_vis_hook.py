@@ -15,7 +15,7 @@ from toy_fixtures import one_thread, toy_data_root  # noqa: F401  (fixtures)
 from toy_fixtures import (U2PL_NOCONTRAST_CONFIG, toy_runner_cfg,
                           toy_train_cfg_options)
 
-from mmseg_u2pl.datasets.toy_generator import PALETTE
+from mmseg_u2pl.datasets.toy_dataset import TOY_PALETTE as PALETTE
 from mmseg_u2pl.engine.hooks.pseudo_label_vis_hook import (
     PseudoLabelVisualizationHook, draw_pseudo_label_panel)
 from mmseg_u2pl.models.data_preprocessor import SemiSegDataPreProcessor

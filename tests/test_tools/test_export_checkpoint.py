@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(REPO_ROOT, 'tools', 'misc', 'export_checkpoint.py')
+TOOL = osp.join(REPO_ROOT, 'tools', 'model_converters', 'export_checkpoint.py')
 
 
 def load_tool():
@@ -256,6 +256,28 @@ def test_checkpoint_without_networks_fails(tmp_path, semi_files):
                                str(tmp_path / 'out'))
     with pytest.raises(SystemExit, match='no "teacher." or "student."'):
         tool.main([semi_files['config'], str(ckpt), str(tmp_path / 'out')])
+
+
+class _GetattrPayload:
+    """Pickles as ``getattr(numpy.ndarray, 'tofile')``: must be refused."""
+
+    def __reduce__(self):
+        return getattr, (np.ndarray, 'tofile')
+
+
+def test_unsafe_checkpoint_is_refused(tmp_path, semi_files):
+    # The message hub's HistoryBuffer pickles its statistics as
+    # getattr(HistoryBuffer, name) (see semi_files); any other getattr is
+    # refused by the package's allow-list, with its message.
+    ckpt = tmp_path / 'getattr.pth'
+    torch.save(dict(state_dict={}, extra=_GetattrPayload()), str(ckpt))
+    with pytest.raises(tool.ExportError) as info:
+        tool.export_checkpoint(semi_files['config'], str(ckpt),
+                               str(tmp_path / 'out'))
+    message = str(info.value)
+    assert 'builtins.getattr' in message and 'tofile' in message
+    assert '--trust-checkpoint' in message
+    assert not (tmp_path / 'out').exists()
 
 
 def test_extract_network_drops_extra_keys():

@@ -6,13 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+from make_splits import make_split
 from PIL import Image
-
-from mmseg_u2pl.datasets.splits import make_split, read_split_list
+from split_utils import read_split_list
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-MAKE = osp.join(REPO, 'tools', 'misc', 'make_splits.py')
-CONVERT = osp.join(REPO, 'tools', 'misc', 'convert_u2pl_splits.py')
+MAKE = osp.join(REPO, 'tools', 'dataset_converters', 'make_splits.py')
+CONVERT = osp.join(REPO, 'tools', 'dataset_converters',
+                   'convert_u2pl_splits.py')
 PUBLISHED = '/work/shared/data/u2pl-splits'
 
 

@@ -38,7 +38,8 @@ from mmseg_u2pl.utils.checkpoint import load_checkpoint_safely
 PYTHON = sys.executable
 NOCONTRAST_WARMUP, FULL_WARMUP = 2, 1
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
-EXPORT = osp.join(REPO_ROOT, 'tools', 'misc', 'export_checkpoint.py')
+EXPORT = osp.join(REPO_ROOT, 'tools', 'model_converters',
+                  'export_checkpoint.py')
 
 
 def run(args, env_extra=None, check=True, timeout=300):

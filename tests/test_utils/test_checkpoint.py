@@ -336,7 +336,7 @@ def test_mean_teacher_checkpoint_for_a_plain_model(networks):
                               'u2pl.pth')
     message = str(info.value)
     assert 'Not one weight of the model is in the file.' in message
-    assert 'tools/misc/export_checkpoint.py' in message
+    assert 'tools/model_converters/export_checkpoint.py' in message
     with pytest.raises(CheckpointMismatchError, match='Not one weight'):
         check_checkpoint_fits(networks['r18'], dict(state_dict={}), 'e.pth')
 

@@ -9,7 +9,9 @@ fake_packed_batch`), so that one training iteration can be run without any
 dataset on disk.
 
 It also reads the memory of this process (current and peak resident set
-size) for the memory benchmark and the soak test.
+size) for the memory benchmark and the soak test, and puts the repository
+and ``tools/dataset_converters`` on ``sys.path`` for every analysis tool
+that imports it.
 
 Example::
 
@@ -29,8 +31,11 @@ from typing import Optional, Tuple
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The analysis tools import from the repository (``mmseg_u2pl``) and from
+# the dataset tools' helper modules (``split_utils``, ``toy_shapes21``).
+for _path in (ROOT, osp.join(ROOT, 'tools', 'dataset_converters')):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 MIB = 2**20
 

@@ -270,8 +270,8 @@ def plan(args, work: str) -> List[List[List[Part]]]:
             'training',
             'Toy U2PL training: AMP fp16, then AMP with channels-last weights',
             [
-                python('tools/misc/make_toy_dataset.py', '--out', data_root, *
-                       size['toy']),
+                python('tools/dataset_converters/make_toy_dataset.py', '--out',
+                       data_root, *size['toy']),
                 train('amp', '--amp'),
                 train('amp_channels_last', 'model.channels_last=True', '--amp')
             ],

@@ -67,7 +67,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from fractions import Fraction
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if osp.dirname(osp.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _bench_common import ROOT  # noqa: E402
+from split_utils import parse_fraction as parse_share  # noqa: E402
 
 #: Method name -> config. ``supervised`` and the U2PL configs are trained on
 #: the split lists of each fraction; ``supervised-full`` as it is.
@@ -106,7 +109,8 @@ SEMI_METHODS = ('cutmix-mt', 'u2pl-nocontrast', 'u2pl', 'u2pl-reliable-neg',
                 'u2pl-all-neg')
 #: The fraction of the upper bound (every training label).
 FULL = 'full'
-#: Split lists the toy generator writes (``tools/misc/make_toy_dataset.py``).
+#: Split lists the toy generator writes
+#: (``tools/dataset_converters/make_toy_dataset.py``).
 SPLIT_FILE = 'splits/{kind}_{fraction}.txt'
 RESULT_FILE = 'label_efficiency_result.json'
 #: Longest runs first, so that parallel jobs end together.
@@ -156,23 +160,22 @@ class RunSpec(NamedTuple):
 # fractions and the plan
 # ---------------------------------------------------------------------------
 def parse_fraction(fraction: str) -> Fraction:
-    """``'1-16'`` -> ``Fraction(1, 16)``; ``'1'`` and ``'full'`` -> 1.
+    """The share of a split name: ``'1-16'`` -> 1/16; ``'1'``, ``'full'`` -> 1.
+
+    The value is read by ``split_utils.parse_fraction``; a name with ``/``
+    names no split file.
 
     Raises:
-        ValueError: For a name that is not ``<num>-<den>`` in (0, 1].
+        ValueError: For a name that is not a share in (0, 1] as the split
+            lists are named.
     """
     if fraction == FULL:
         return Fraction(1)
-    try:
-        num, _, den = fraction.partition('-')
-        value = Fraction(int(num), int(den or 1))
-    except (ValueError, ZeroDivisionError):
-        value = None
-    if value is None or not 0 < value <= 1:
+    if '/' in fraction:
         raise ValueError(
             f'labeled fraction {fraction!r}: write it as the split lists '
             'are named, e.g. 1-16, 1-8, 1-4 (splits/labeled_1-16.txt).')
-    return value
+    return parse_share(fraction)
 
 
 def fraction_label(fraction: str) -> str:
@@ -354,7 +357,8 @@ def check_splits(runs: Sequence[RunSpec], settings: Dict[str, dict],
             if not osp.isfile(path):
                 raise FileNotFoundError(
                     f'split list {path} does not exist: generate the '
-                    'dataset with tools/misc/make_toy_dataset.py (--dataset '
+                    'dataset with '
+                    'tools/dataset_converters/make_toy_dataset.py (--dataset '
                     'toy21 for ToyShapes21) or choose fractions that exist '
                     '(--fractions).')
 

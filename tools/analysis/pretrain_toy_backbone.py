@@ -7,8 +7,8 @@ and no image with the target: 64x64 images of one object whose outline is
 none of the target's (pentagon, hexagon, semidisk, frame, L, T, arrow,
 double disk), classified by (outline, texture) among 8 x 4 = 32 classes,
 on the target's kind of cluttered background and in any hue
-(:func:`mmseg_u2pl.datasets.toy21_generator.render_source_image`; its
-random streams never meet the target dataset's).
+(:func:`render_source_image` of ``tools/dataset_converters/toy_shapes21.py``;
+its random streams never meet the target dataset's).
 
 The network is the backbone of ``configs/_base_/models/
 deeplabv3plus_r18-d8_toy.py`` (ResNet-18-V1c, 32-channel stem and base)
@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+if osp.dirname(osp.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _bench_common import ROOT  # noqa: E402
 
 #: The model config whose backbone is pretrained.
 MODEL_CONFIG = 'configs/_base_/models/deeplabv3plus_r18-d8_toy.py'
@@ -104,7 +104,7 @@ class SourceClassifier(nn.Module):
 def make_images(num: int, img_size: int, seed: int,
                 stream: int) -> Tuple[np.ndarray, np.ndarray]:
     """``num`` source images ``(N, H, W, 3)`` uint8 and their classes."""
-    from mmseg_u2pl.datasets.toy21_generator import render_source_image
+    from toy_shapes21 import render_source_image
     images = np.empty((num, img_size, img_size, 3), dtype=np.uint8)
     labels = np.empty(num, dtype=np.int64)
     for index in range(num):
@@ -206,7 +206,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         return dict(meta, path=out, reused=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from mmseg_u2pl.datasets.toy21_generator import SOURCE_CLASSES
+    from toy_shapes21 import SOURCE_CLASSES
     start = time.perf_counter()
     train_images, train_labels = make_images(args.num_images, args.img_size,
                                              args.seed, TRAIN_STREAM)

@@ -6,7 +6,7 @@
 #   cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelTrainIds.png
 #     (train ids, written by mmseg's tools/dataset_converters/cityscapes.py)
 #   splits/cityscapes/<n>/labeled.txt, unlabeled.txt: '<city>/<name>' lines
-#     (tools/misc/convert_u2pl_splits.py)
+#     (tools/dataset_converters/convert_u2pl_splits.py)
 dataset_type = 'CityscapesDataset'
 data_root = 'data'
 crop_size = (769, 769)

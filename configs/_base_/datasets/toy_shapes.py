@@ -1,4 +1,5 @@
-# The embedded toy dataset (tools/misc/make_toy_dataset.py writes it).
+# The embedded toy dataset (tools/dataset_converters/make_toy_dataset.py
+# writes it).
 # 96x96 images, 5 object classes + background; split lists in splits/.
 dataset_type = 'ToyShapesDataset'
 data_root = 'data/toy'

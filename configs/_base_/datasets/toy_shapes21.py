@@ -1,4 +1,5 @@
-# ToyShapes21 (tools/misc/make_toy_dataset.py --dataset toy21 writes it):
+# ToyShapes21 (tools/dataset_converters/make_toy_dataset.py --dataset toy21
+# writes it):
 # 96x96 images, 20 object classes in 5 confusable groups + background, a
 # long-tailed class frequency; the toy's pipeline and layout.
 _base_ = './toy_shapes.py'

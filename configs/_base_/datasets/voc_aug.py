@@ -7,7 +7,7 @@
 #   VOCdevkit/VOC2012/SegmentationClass/<id>.png      (val labels)
 #   VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt  (1,449 val ids)
 #   splits/voc/<n>/labeled.txt, unlabeled.txt
-#     (written by tools/misc/convert_u2pl_splits.py)
+#     (written by tools/dataset_converters/convert_u2pl_splits.py)
 # All paths are relative to `data_root`, so one override moves everything:
 #   --cfg-options train_dataloader.dataset.data_root=/datasets ...
 dataset_type = 'PascalVOCDataset'

@@ -8,14 +8,14 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from convert_u2pl_splits import (convert_u2pl_entry, convert_u2pl_list,
+                                 convert_u2pl_split, find_u2pl_splits,
+                                 published_setting)
+from make_splits import (class_image_frequency, format_class_frequency,
+                         load_class_presence, make_split)
 from PIL import Image
-
-from mmseg_u2pl.datasets.splits import (
-    check_split, check_trainid_labels, class_image_frequency,
-    convert_u2pl_entry, convert_u2pl_list, convert_u2pl_split,
-    find_u2pl_splits, format_class_frequency, load_class_presence, make_split,
-    num_from_fraction, parse_fraction, published_setting, read_split_list,
-    write_split_list)
+from split_utils import (check_split, check_trainid_labels, num_from_fraction,
+                         parse_fraction, read_split_list, write_split_list)
 
 PUBLISHED = '/work/shared/data/u2pl-splits'
 needs_published = pytest.mark.skipif(
@@ -384,6 +384,15 @@ def test_fraction_parsing_and_rounding():
         assert [num_from_fraction(total, f'1/{d}')
                 for d in (16, 8, 4, 2)] == expected
     for bad in ['0', '1.5', '-1/16', 'abc', '1/0', 0.0]:
+        with pytest.raises(ValueError, match='fraction'):
+            parse_fraction(bad)
+
+
+def test_fraction_in_split_file_form():
+    # the form of split file names, labeled_1-16.txt
+    assert parse_fraction('1-16') == Fraction(1, 16)
+    assert num_from_fraction(10582, '1-16') == 662
+    for bad in ['1-0', '2-1', '-1-16', '1-16-2']:
         with pytest.raises(ValueError, match='fraction'):
             parse_fraction(bad)
 

@@ -8,8 +8,7 @@ confusable classes, several objects per image and a long-tailed class
 frequency. Its design (classes, cues, frequencies, sizes, splits) is
 written down in ``docs/benchmarks.md`` ("ToyShapes21"). The on-disk layout,
 the seeding per image and the split lists are the toy's
-(:mod:`mmseg_u2pl.datasets.toy_generator`, whose drawing helpers are used
-here).
+(:mod:`toy_writer`, drawn with :mod:`toy_drawing`).
 
 Within a group the classes share two of three cues (outline, colour,
 texture) and differ in the third:
@@ -28,13 +27,15 @@ The module also draws the images of the backbone's pretraining task
 (:func:`render_source_image`): one object of an outline that no target
 class uses, labelled by its (outline, texture) pair.
 """
-import colorsys
 from typing import NamedTuple, Sequence, Tuple
 
 import numpy as np
+from toy_drawing import (add_noise, cluttered_background, draw_texture,
+                         paint_object)
+from toy_writer import DatasetSpec, generate_dataset
 
-from .toy_generator import (DatasetSpec, _add_noise, _cluttered_background,
-                            _paint_object, _texture, generate_dataset)
+from mmseg_u2pl.datasets.toy_dataset import TOY21_CLASSES as CLASSES
+from mmseg_u2pl.datasets.toy_dataset import TOY21_PALETTE as PALETTE
 
 GENERATOR_VERSION = '1.0'
 
@@ -62,50 +63,30 @@ class ObjectClass(NamedTuple):
     texture: str
 
 
-def _group(shapes, hues, textures, names) -> Tuple[ObjectClass, ...]:
-    return tuple(
-        ObjectClass(name, shape, hue, texture)
-        for name, shape, hue, texture in zip(names, shapes, hues, textures))
+def _group(shapes, hues, textures) -> Tuple[Tuple[str, str, str], ...]:
+    return tuple(zip(shapes, hues, textures))
 
 
-OBJECT_CLASSES = (
+#: (outline, hue, texture) of the object classes, in the order of
+#: :data:`CLASSES`.
+_CUES = (
     # A: red, plain; outline differs
-    _group(('disk', 'square', 'triangle', 'cross'), ['red'] * 4, ['plain'] * 4,
-           ('red-disk', 'red-square', 'red-triangle', 'red-cross')) +
+    _group(('disk', 'square', 'triangle', 'cross'), ['red'] * 4, ['plain'] * 4)
     # B: blue disk; texture differs
-    _group(['disk'] * 4, ['blue'] * 4, ('plain', 'stripes', 'dots', 'checker'),
-           ('blue-plain-disk', 'blue-striped-disk', 'blue-dotted-disk',
-            'blue-checked-disk')) +
+    + _group(['disk'] * 4, ['blue'] * 4,
+             ('plain', 'stripes', 'dots', 'checker'))
     # C: striped square; hue differs
-    _group(['square'] * 4,
-           ('orange', 'lime', 'green', 'purple'), ['stripes'] * 4,
-           ('orange-square', 'lime-square', 'green-square', 'purple-square')) +
+    + _group(['square'] * 4,
+             ('orange', 'lime', 'green', 'purple'), ['stripes'] * 4)
     # D: green, dots; outline differs
-    _group(('ring', 'star', 'bar', 'crescent'), ['green'] * 4, ['dots'] * 4,
-           ('green-ring', 'green-star', 'green-bar', 'green-crescent')) +
+    + _group(('ring', 'star', 'bar', 'crescent'), ['green'] * 4, ['dots'] * 4)
     # E: magenta triangle; texture differs
-    _group(['triangle'] * 4, ['magenta'] * 4,
-           ('plain', 'stripes', 'dots', 'checker'),
-           ('magenta-plain-triangle', 'magenta-striped-triangle',
-            'magenta-dotted-triangle', 'magenta-checked-triangle')))
+    + _group(['triangle'] * 4, ['magenta'] * 4,
+             ('plain', 'stripes', 'dots', 'checker')))
+OBJECT_CLASSES = tuple(
+    ObjectClass(name, *cues) for name, cues in zip(CLASSES[1:], _CUES))
 GROUP_SIZE = 4
 NUM_GROUPS = 5
-
-CLASSES = ('background', ) + tuple(c.name for c in OBJECT_CLASSES)
-
-
-def _palette() -> list:
-    """Background black; each class the colour of its hue, groups told
-    apart by brightness (visualisation only)."""
-    palette = [[0, 0, 0]]
-    for index, cls in enumerate(OBJECT_CLASSES):
-        value = 1.0 - 0.15 * (index % GROUP_SIZE)
-        rgb = colorsys.hsv_to_rgb(HUES[cls.hue], 0.85, value)
-        palette.append([int(round(255 * c)) for c in rgb])
-    return palette
-
-
-PALETTE = _palette()
 
 
 def frequency_ranks() -> np.ndarray:
@@ -134,11 +115,11 @@ DEFAULT_FRACTIONS = ('1/32', '1/16', '1/8', '1/4', '1/2', '1')
 
 def _cue_painter(rng: np.random.Generator, hue: float, texture: str,
                  img_size: int):
-    """``paint(ys, xs)`` for :func:`_paint_object`: colours around ``hue``
-    (spread :data:`HUE_SPREAD`) in a readable ``texture``."""
+    """``paint(ys, xs)`` for :func:`toy_drawing.paint_object`: colours
+    around ``hue`` (spread :data:`HUE_SPREAD`) in a readable ``texture``."""
 
     def paint(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        return _texture(
+        return draw_texture(
             rng,
             ys,
             xs,
@@ -154,12 +135,11 @@ def _cue_painter(rng: np.random.Generator, hue: float, texture: str,
 
 def render_sample(rng: np.random.Generator,
                   img_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """One image and its label map, as the toy's
-    :func:`~mmseg_u2pl.datasets.toy_generator.render_sample`, with objects
-    of :data:`OBJECT_CLASSES` drawn with :data:`CLASS_PROBS`; labels index
-    :data:`CLASSES`."""
-    canvas, grid_y, grid_x = _cluttered_background(rng, img_size,
-                                                   list(HUES.values()))
+    """One image and its label map, as :func:`toy_shapes.render_sample`,
+    with objects of :data:`OBJECT_CLASSES` drawn with :data:`CLASS_PROBS`;
+    labels index :data:`CLASSES`."""
+    canvas, grid_y, grid_x = cluttered_background(rng, img_size,
+                                                  list(HUES.values()))
     label = np.zeros((img_size, img_size), dtype=np.uint8)
     max_size = max(MIN_OBJECT_SIZE, MAX_OBJECT_SIZE_RATIO * img_size)
     for _ in range(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1)):
@@ -167,14 +147,16 @@ def render_sample(rng: np.random.Generator,
         cls = OBJECT_CLASSES[index]
         size = rng.uniform(MIN_OBJECT_SIZE, max_size)
         cy, cx = rng.uniform(0., img_size, size=2)
-        drawn = _paint_object(
+        drawn = paint_object(
             rng, canvas, grid_y, grid_x, cls.shape, size, cy, cx,
             _cue_painter(rng, HUES[cls.hue], cls.texture, img_size))
         if drawn is not None:
             label[drawn[0]][drawn[1]] = index + 1
-    return _add_noise(rng, canvas), label
+    return add_noise(rng, canvas), label
 
 
+#: ``meta.json`` names the generator by this fixed string, so that datasets
+#: already on disk stay reusable.
 TOY21_SPEC = DatasetSpec('mmseg_u2pl.datasets.toy21_generator',
                          GENERATOR_VERSION, CLASSES, PALETTE, render_sample)
 
@@ -200,8 +182,7 @@ def generate_toy21_dataset(out_dir: str,
             Defaults to False.
 
     Returns:
-        dict: The summary of
-        :func:`mmseg_u2pl.datasets.toy_generator.generate_toy_dataset`.
+        dict: The summary of :func:`toy_writer.generate_dataset`.
     """
     return generate_dataset(TOY21_SPEC, out_dir, num_train, num_val, img_size,
                             seed, fractions, overwrite)
@@ -235,13 +216,13 @@ def render_source_image(rng: np.random.Generator,
         tuple[np.ndarray, int]: RGB image ``(H, W, 3)`` uint8 and the index
         of its class in :data:`SOURCE_CLASSES`.
     """
-    canvas, grid_y, grid_x = _cluttered_background(rng, img_size,
-                                                   list(HUES.values()))
+    canvas, grid_y, grid_x = cluttered_background(rng, img_size,
+                                                  list(HUES.values()))
     label = int(rng.integers(len(SOURCE_CLASSES)))
     shape = SOURCE_SHAPES[label // len(SOURCE_TEXTURES)]
     texture = SOURCE_TEXTURES[label % len(SOURCE_TEXTURES)]
     size = rng.uniform(0.4, 0.8) * img_size
     cy, cx = img_size / 2 + rng.uniform(-0.15, 0.15, size=2) * img_size
     paint = _cue_painter(rng, rng.uniform(0., 1.), texture, img_size)
-    _paint_object(rng, canvas, grid_y, grid_x, shape, size, cy, cx, paint)
-    return _add_noise(rng, canvas), label
+    paint_object(rng, canvas, grid_y, grid_x, shape, size, cy, cx, paint)
+    return add_noise(rng, canvas), label

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from mmengine.registry import init_default_scope
 from PIL import Image
+from toy_drawing import SHAPES
+from toy_shapes import CLASSES as TOY_CLASSES
+from toy_shapes21 import (CLASS_PROBS, CLASSES, OBJECT_CLASSES, PALETTE,
+                          SOURCE_CLASSES, SOURCE_SHAPES, frequency_ranks,
+                          generate_toy21_dataset, render_sample,
+                          render_source_image)
 
 from mmseg_u2pl.datasets import ToyShapes21Dataset
-from mmseg_u2pl.datasets.toy21_generator import (
-    CLASS_PROBS, CLASSES, OBJECT_CLASSES, PALETTE, SOURCE_CLASSES,
-    SOURCE_SHAPES, frequency_ranks, generate_toy21_dataset, render_sample,
-    render_source_image)
-from mmseg_u2pl.datasets.toy_generator import CLASSES as TOY_CLASSES
-from mmseg_u2pl.datasets.toy_generator import SHAPES
 
 SMALL = dict(num_train=96, num_val=8, img_size=48, fractions=('1/4', '1'))
 
@@ -117,7 +117,7 @@ def test_seeded_and_deterministic(tmp_path, root):
 
 
 def test_refuses_another_generators_dataset(tmp_path):
-    from mmseg_u2pl.datasets.toy_generator import generate_toy_dataset
+    from toy_shapes import generate_toy_dataset
     out = str(tmp_path / 'toy')
     generate_toy_dataset(
         out, num_train=16, num_val=2, img_size=32, fractions=('1', ))

@@ -1,13 +1,16 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Export one network of a mean-teacher checkpoint as a plain mmseg model.
 
+One script of about 490 lines: the weights and the config are exported
+together, and the tests import its functions from here.
+
 A U2PL checkpoint holds two segmentors (``teacher.*`` and ``student.*`` keys)
 plus semi-supervised state (memory banks, representation heads). This tool
 writes a checkpoint and a config that plain MMSegmentation can use with
 ``mmseg.apis.init_model`` or ``tools/test.py``::
 
-    python tools/misc/export_checkpoint.py CONFIG CHECKPOINT OUT_DIR \\
-        [--which teacher|student] [--name NAME]
+    python tools/model_converters/export_checkpoint.py CONFIG CHECKPOINT \\
+        OUT_DIR [--which teacher|student] [--name NAME]
 
 It writes ``OUT_DIR/NAME.pth`` (``{'meta': ..., 'state_dict': ...}``, plain
 segmentor keys, tensors only) and ``OUT_DIR/NAME.py`` (``model`` is the
@@ -20,7 +23,6 @@ import argparse
 import copy
 import os
 import os.path as osp
-import pickle
 import sys
 import time
 from collections import OrderedDict
@@ -32,6 +34,9 @@ from mmengine.config import Config
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
+    UnsafeCheckpointError, load_checkpoint_safely)
 
 PACKAGE = 'mmseg_u2pl'
 NETWORKS = ('teacher', 'student')
@@ -58,33 +63,12 @@ class ExportError(ValueError):
 # --------------------------------------------------------------------------
 # checkpoint
 # --------------------------------------------------------------------------
-def _mmengine_safe_globals() -> list:
-    """Objects an mmengine training checkpoint pickles besides tensors.
-
-    The message hub stores ``HistoryBuffer`` objects holding numpy arrays,
-    and the meta may hold numpy scalars.
-    """
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    dtypes = [
-        getattr(np.dtypes, name) for name in getattr(np.dtypes, '__all__', [])
-        if name.endswith('DType')
-    ] if hasattr(np, 'dtypes') else []
-    return [
-        HistoryBuffer, np.ndarray, np.dtype, multiarray.scalar,
-        multiarray._reconstruct, getattr
-    ] + dtypes
-
-
 def load_checkpoint_file(path: str, trust: bool = False) -> dict:
     """Load a checkpoint on CPU without executing arbitrary pickled code.
 
-    Tries ``weights_only`` loading, then the same with an allow-list of what
-    mmengine checkpoints contain; only ``trust=True`` allows a full unpickle.
+    Loads with ``weights_only=True`` and the allow-list of
+    :func:`mmseg_u2pl.utils.checkpoint.load_checkpoint_safely`; only
+    ``trust=True`` allows a full unpickle of a file that list refuses.
 
     Args:
         path (str): Checkpoint file.
@@ -93,22 +77,13 @@ def load_checkpoint_file(path: str, trust: bool = False) -> dict:
     Returns:
         dict: The loaded checkpoint.
     """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint file "{path}" does not exist.')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    try:
-        with torch.serialization.safe_globals(_mmengine_safe_globals()):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
+        return load_checkpoint_safely(path)
+    except UnsafeCheckpointError as error:
         if not trust:
             raise ExportError(
-                f'checkpoint "{path}" contains objects that are not allowed '
-                f'by a weights-only load ({str(error).splitlines()[-1]}). '
-                'If you trust the file, run again with --trust-checkpoint.'
-            ) from error
+                f'{error} Or, if you trust the file, run again with '
+                '--trust-checkpoint.') from error
     return torch.load(path, map_location='cpu', weights_only=False)
 
 

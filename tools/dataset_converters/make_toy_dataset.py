@@ -3,10 +3,11 @@
 
 Example (from the repository root)::
 
-    python tools/misc/make_toy_dataset.py --out data/toy
-    python tools/misc/make_toy_dataset.py --out data/toy_small \\
+    python tools/dataset_converters/make_toy_dataset.py --out data/toy
+    python tools/dataset_converters/make_toy_dataset.py --out data/toy_small \\
         --num-train 128 --num-val 32 --img-size 64 --fractions 1/8 1
-    python tools/misc/make_toy_dataset.py --dataset toy21 --out data/toy21
+    python tools/dataset_converters/make_toy_dataset.py --dataset toy21 \\
+        --out data/toy21
 """
 import argparse
 import os.path as osp
@@ -16,22 +17,23 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mmseg_u2pl.datasets import toy21_generator, toy_generator  # noqa: E402
+import toy_shapes  # noqa: E402
+import toy_shapes21  # noqa: E402
 
 #: --dataset -> (display name, generate function, default arguments)
 DATASETS = {
-    'toy': ('ToyShapes', toy_generator.generate_toy_dataset,
+    'toy': ('ToyShapes', toy_shapes.generate_toy_dataset,
             dict(
-                num_train=toy_generator.DEFAULT_NUM_TRAIN,
-                num_val=toy_generator.DEFAULT_NUM_VAL,
+                num_train=toy_shapes.DEFAULT_NUM_TRAIN,
+                num_val=toy_shapes.DEFAULT_NUM_VAL,
                 img_size=96,
-                fractions=list(toy_generator.DEFAULT_FRACTIONS))),
-    'toy21': ('ToyShapes21', toy21_generator.generate_toy21_dataset,
+                fractions=list(toy_shapes.DEFAULT_FRACTIONS))),
+    'toy21': ('ToyShapes21', toy_shapes21.generate_toy21_dataset,
               dict(
-                  num_train=toy21_generator.DEFAULT_NUM_TRAIN,
-                  num_val=toy21_generator.DEFAULT_NUM_VAL,
-                  img_size=toy21_generator.DEFAULT_IMG_SIZE,
-                  fractions=list(toy21_generator.DEFAULT_FRACTIONS))),
+                  num_train=toy_shapes21.DEFAULT_NUM_TRAIN,
+                  num_val=toy_shapes21.DEFAULT_NUM_VAL,
+                  img_size=toy_shapes21.DEFAULT_IMG_SIZE,
+                  fractions=list(toy_shapes21.DEFAULT_FRACTIONS))),
 }
 
 

@@ -8,11 +8,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from PIL import Image
-
-from mmseg_u2pl.datasets.toy_generator import (CLASSES, _cover_all_classes,
-                                               generate_toy_dataset,
-                                               labeled_count, make_split_lists,
-                                               parse_fractions)
+from split_utils import num_from_fraction as labeled_count
+from toy_shapes import CLASSES, generate_toy_dataset
+from toy_splits import _cover_all_classes, make_split_lists, parse_fractions
 
 SMALL = dict(num_train=48, num_val=8, img_size=32)
 FRACTIONS = ('1/16', '1/8', '1/4', '1/2', '1')
@@ -56,7 +54,7 @@ def test_layout_and_summary(toy_root):
     for name in names + read_list(root, 'val'):
         expected |= {f'images/{name}.png', f'labels/{name}.png'}
     assert set(all_files(root)) == expected
-    # round(48 * f), half up, at least one
+    # ceil(48 * f)
     counts = summary['split_counts']
     assert [
         counts[f'labeled_{s}'] for s in ('1-16', '1-8', '1-4', '1-2', '1')
@@ -228,6 +226,25 @@ def test_fraction_parsing_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='img_size must be >= 16'):
         generate_toy_dataset(
             str(tmp_path / 'x'), num_train=4, num_val=1, img_size=8)
+
+
+def test_counts_round_up_as_the_published_splits(tmp_path):
+    # 100 / 16 = 6.25 -> 7 labeled images (split_utils.num_from_fraction)
+    root = str(tmp_path / 'toy')
+    args = dict(num_train=100, num_val=1, img_size=16, fractions=('1/16', ))
+    summary = generate_toy_dataset(root, **args)
+    assert summary['split_counts']['labeled_1-16'] == 7
+    assert len(read_list(root, 'labeled_1-16')) == 7
+    # lists on disk with other counts for the same arguments are rewritten
+    with open(osp.join(root, 'meta.json')) as f:
+        meta = json.load(f)
+    meta['split_counts']['labeled_1-16'] = 6
+    with open(osp.join(root, 'meta.json'), 'w') as f:
+        json.dump(meta, f)
+    summary = generate_toy_dataset(root, **args)
+    assert not summary['reused']
+    assert summary['split_counts']['labeled_1-16'] == 7
+    assert generate_toy_dataset(root, **args)['reused']
 
 
 def test_cover_all_classes_swaps_minimally():
