@@ -18,12 +18,12 @@
 
 # ----------------------------- edit this block -----------------------------
 data_root = 'data/my_dataset'
-train_img_dir = 'images/train'
-train_mask_dir = 'masks/train'
+train_img_dir = 'images/train'  # labeled and unlabeled training images
+train_mask_dir = 'masks/train'  # masks of the labeled images only
 val_img_dir = 'images/val'
 val_mask_dir = 'masks/val'
 img_suffix = '.jpg'
-mask_suffix = '.png'
+mask_suffix = '.png'  # class indices 0..C-1, 255 = ignored
 labeled_list = 'splits/labeled.txt'
 unlabeled_list = 'splits/unlabeled.txt'
 classes = ('background', 'foreground')
