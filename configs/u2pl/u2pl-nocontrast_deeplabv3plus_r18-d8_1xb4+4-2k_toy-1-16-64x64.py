@@ -20,7 +20,7 @@ custom_hooks = [
     # paper's 0.99 (with 1,000 EMA steps, 0.999 makes it the running mean of
     # the students since the warm-up copy): full U2PL fell below the
     # supervised baseline on 2 of 5 runs with 0.99, on 1 of 5 with 0.999
-    # (equal means; measured, see the README)
+    # (equal means; docs/benchmarks.md)
     dict(type='MeanTeacherHook', warmup_iters=1000, max_decay=0.999),
     dict(type='PseudoLabelVisualizationHook', interval=500, num_images=4),
 ]

@@ -1,5 +1,5 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""One prepared check of the CUDA paths, for a lent GPU machine.
+"""One prepared check of the CUDA paths on a GPU machine.
 
 Started in the repository root of a machine with a GPU, torch and no
 OpenMMLab packages (and no network), it runs, within ``--budget`` seconds:
@@ -796,7 +796,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split('\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        '--out', help='folder of the report (e.g. the device tool\'s $OUT)')
+        '--out', help='folder of the report')
     parser.add_argument(
         '--carry',
         default='.gpu_carry',

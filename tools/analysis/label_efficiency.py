@@ -807,7 +807,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--quick',
         action='store_true',
-        help='1/16 only, seed 0, 2 jobs (toy: about 13 min on 2 free cores)')
+        help='1/16 only, seed 0, 2 jobs (toy: about 10 min on 2 free cores)')
     args = parser.parse_args(argv)
     benchmark = BENCHMARKS[args.benchmark]
     args.fractions = args.fractions or list(benchmark.fractions)

@@ -28,8 +28,8 @@ GENERATOR_VERSION = '2.2'
 
 DEFAULT_FRACTIONS = ('1/16', '1/8', '1/4', '1/2', '1')
 # 128 training images: 1/16 of the labels is 8 images, few enough that a
-# network trained from scratch clearly misses the other 120 (measured in the
-# README); the validation set keeps 256 images for a stable mIoU.
+# network trained from scratch clearly misses the other 120 (measured in
+# docs/benchmarks.md); the validation set keeps 256 images for a stable mIoU.
 DEFAULT_NUM_TRAIN = 128
 DEFAULT_NUM_VAL = 256
 

@@ -150,7 +150,7 @@ class RandomStateHook(Hook):
       saved before validation and its copy that ``CheckpointHook`` saves
       again after it when the best score improved hold the same state, and
       a resumed run, which skips that validation, stays in step. Training
-      also no longer depends on ``val_interval``.
+      does not depend on ``val_interval``.
 
     ``ExactResumeRunner`` registers this hook by default (as
     ``default_hooks.random_state``); set ``random_state=None`` there to
