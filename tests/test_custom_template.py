@@ -20,7 +20,8 @@ from toy_fixtures import toy_data_root  # noqa: F401  (pytest fixture)
 from toy_fixtures import REPO_ROOT, toy_split
 
 import mmseg_u2pl  # noqa: F401
-from mmseg_u2pl.datasets.toy_generator import CLASSES, PALETTE
+from mmseg_u2pl.datasets.toy_dataset import TOY_CLASSES as CLASSES
+from mmseg_u2pl.datasets.toy_dataset import TOY_PALETTE as PALETTE
 from mmseg_u2pl.utils.launch import convert_sync_bn
 
 TEMPLATE = osp.join(REPO_ROOT, 'configs', 'u2pl',

@@ -371,7 +371,7 @@ class OverflowingModel(ToyMeanTeacherModel):
 
 
 def test_amp_overflow_does_not_update_the_teacher(tmp_path):
-    import mmseg_u2pl.utils.launch  # noqa: F401  (CPUAmpOptimWrapper)
+    import mmseg_u2pl.engine.optimizers  # noqa: F401  (CPUAmpOptimWrapper)
     torch.set_num_threads(1)
     record = RecordHook()
     runner = toy_runner(

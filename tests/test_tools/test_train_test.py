@@ -21,7 +21,8 @@ from toy_fixtures import build_model, tiny_segmentor_cfg
 from mmseg_u2pl.utils.checkpoint import (CheckpointMismatchError,
                                          load_checkpoint_safely,
                                          register_checkpoint_safe_globals)
-from mmseg_u2pl.utils.launch import (CPUAmpOptimWrapper, convert_sync_bn,
+from mmseg_u2pl.engine.optimizers import CPUAmpOptimWrapper
+from mmseg_u2pl.utils.launch import (convert_sync_bn,
                                      cpu_model_wrapper_cfg,
                                      dist_env_from_launcher, enable_amp,
                                      prepare_launch)

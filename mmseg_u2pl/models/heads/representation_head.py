@@ -289,3 +289,13 @@ class RepresentationHead(BaseModule):
                 'representation_head to the channels of the decode head\'s '
                 'classifier input.')
         return self.conv_rep(self.convs(cls_feat))
+
+
+def classifier_in_channels(decode_head: nn.Module) -> int:
+    """Channels of the feature map a decode head feeds to its classifier."""
+    for module in decode_head.conv_seg.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise ValueError(f'Cannot infer the classifier input channels of '
+                     f'{type(decode_head).__name__}; set '
+                     'model.representation_head.in_channels.')

@@ -4,7 +4,6 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig, SampleList,
@@ -12,12 +11,16 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig, SampleList,
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from ..heads.representation_head import forward_with_classifier_input
-from ..utils.cutmix import apply_cutmix, cutmix_masks
 from ...utils import warmup_iters
+from ..heads.representation_head import (classifier_in_channels,
+                                         forward_with_classifier_input)
+from ..utils.cutmix import apply_cutmix, cutmix_masks
 from ..utils.random_stream import current_iteration, separate_random_stream
 from ..utils.reliability import (alpha_schedule, entropy,
                                  entropy_filtered_loss)
+from ..utils.seg_maps import (resize_labels, resize_masks, scalar,
+                              stack_ground_truth, unlabeled_ground_truth,
+                              valid_pixel_mask)
 from .mean_teacher import (MeanTeacherSegmentor, restore_buffers, save_buffers)
 
 DEFAULT_SEMI_TRAIN_CFG = dict(
@@ -473,68 +476,3 @@ class U2PL(MeanTeacherSegmentor):
             entropy=entropy_u.detach(),
             reliable_mask=kept.detach(),
             valid_mask=valid_u.detach())
-
-
-def classifier_in_channels(decode_head: nn.Module) -> int:
-    """Channels of the feature map a decode head feeds to its classifier."""
-    for module in decode_head.conv_seg.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-    raise ValueError(f'Cannot infer the classifier input channels of '
-                     f'{type(decode_head).__name__}; set '
-                     'model.representation_head.in_channels.')
-
-
-def valid_pixel_mask(data_samples: SampleList, inputs: Tensor) -> Tensor:
-    """True on image pixels, False on the padding added by batching.
-
-    mmseg pads at the bottom/right up to the batch size; ``img_shape`` is the
-    size before padding.
-    """
-    mask = torch.zeros(
-        inputs.shape[0],
-        *inputs.shape[-2:],
-        dtype=torch.bool,
-        device=inputs.device)
-    for i, sample in enumerate(data_samples):
-        height, width = sample.metainfo.get('img_shape', inputs.shape[-2:])
-        mask[i, :height, :width] = True
-    return mask
-
-
-def unlabeled_ground_truth(data_samples: SampleList,
-                           device) -> Optional[Tensor]:
-    """Stacked unlabeled ground truth when every sample carries one."""
-    if not data_samples or not all('gt_sem_seg' in s for s in data_samples):
-        return None
-    return stack_ground_truth(data_samples).to(device)
-
-
-def stack_ground_truth(data_samples: SampleList) -> Tensor:
-    """``(B, H, W)`` long labels from the samples' (padded) ``gt_sem_seg``."""
-    return torch.stack([s.gt_sem_seg.data.squeeze(0)
-                        for s in data_samples]).long()
-
-
-def resize_masks(masks: Tensor, size) -> Tensor:
-    """Nearest resize of bool ``(B, H, W)`` masks (e.g. CutMix boxes)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks
-    return F.interpolate(
-        masks[:, None].float(), size=tuple(size), mode='nearest')[:, 0] > 0.5
-
-
-def resize_labels(labels: Tensor, size) -> Tensor:
-    """Nearest-neighbour resize of ``(B, H, W)`` integer labels."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    return F.interpolate(
-        labels[:, None].float(), size=tuple(size),
-        mode='nearest').squeeze(1).long()
-
-
-def scalar(value) -> Tensor:
-    """A detached float tensor for logging (mmengine logs tensors only)."""
-    if isinstance(value, Tensor):
-        return value.detach().float()
-    return torch.tensor(float(value))

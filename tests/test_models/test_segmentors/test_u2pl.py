@@ -630,7 +630,7 @@ def test_reuse_teacher_forward_runs_the_teacher_once(reuse, monkeypatch):
 
 
 def test_reused_teacher_features_are_mixed_with_the_cutmix_boxes(monkeypatch):
-    from mmseg_u2pl.models.segmentors.u2pl import resize_masks
+    from mmseg_u2pl.models.utils.seg_maps import resize_masks
     mask = torch.zeros(2, 16, 16, dtype=torch.bool)
     mask[0, :, :8] = True  # image 0 takes the left half of image 1
     model, inputs, _, targets = _contrastive_inputs(True, mask, monkeypatch)
