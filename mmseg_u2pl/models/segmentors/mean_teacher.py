@@ -1,13 +1,10 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Mean-teacher segmentor: a student mmseg segmentor and its EMA teacher."""
 import copy
-import logging
-from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, List, Optional
+from contextlib import nullcontext
+from typing import Dict, List, Optional
 
 import torch
-from mmengine import dist
-from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
@@ -15,83 +12,14 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList, add_prefix)
 from torch import Tensor, nn
 
-from ...utils import is_int, is_semi_iter, train_progress, warmup_iters
+from ...utils import is_semi_iter, train_progress, warmup_iters
 from ..data_preprocessor import BRANCHES
+from ..utils.nonfinite import (DEFAULT_NONFINITE_CFG, SKIPPED_STEP_LOSS,
+                              NonFiniteGuard, nonfinite_loss_terms,
+                              optimizer_steps_dropped, restore_buffers,
+                              save_buffers, zero_loss)
 
 STUDENT, TEACHER = 'student', 'teacher'
-#: what to do with a step whose loss has a NaN/Inf term
-NONFINITE_ACTIONS = ('skip', 'raise')
-DEFAULT_NONFINITE_CFG = dict(
-    nonfinite_loss='skip',  # or 'raise'
-    max_consecutive_nonfinite=5,  # more skipped steps in a row: raise
-)
-#: loss returned by a skipped step: zero, zero gradients for every parameter
-SKIPPED_STEP_LOSS = 'skipped_step.loss'
-
-
-def nonfinite_loss_terms(losses: Dict[str, object]) -> List[str]:
-    """Names of the loss terms that are NaN or Inf on any rank.
-
-    The terms are the entries whose key contains ``'loss'`` (those that
-    ``parse_losses`` sums), tensors or lists of tensors. All finiteness
-    flags are reduced over the ranks in one tensor and read with a single
-    host synchronisation, so that every rank takes the same decision.
-
-    Args:
-        losses (dict): The output of a segmentor's ``loss``.
-
-    Returns:
-        list[str]: The offending keys, in the order of ``losses``.
-    """
-    names, finite = [], []
-    for name, value in losses.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        tensors = [v for v in values if isinstance(v, Tensor)]
-        if 'loss' not in name or not tensors:
-            continue
-        names.append(name)
-        finite.append(
-            torch.stack([torch.isfinite(v.detach()).all()
-                         for v in tensors]).all())
-    if not names:
-        return []
-    bad = (~torch.stack(finite)).int()
-    dist.all_reduce(bad, op='sum')
-    return [name for name, flag in zip(names, bad.tolist()) if flag]
-
-
-def save_buffers(net: nn.Module) -> List[Tensor]:
-    """Copies of ``net``'s buffers (e.g. BN statistics), in order."""
-    return [buffer.detach().clone() for buffer in net.buffers()]
-
-
-@torch.no_grad()
-def restore_buffers(net: nn.Module, saved: List[Tensor]) -> None:
-    """Write back the buffers :func:`save_buffers` copied, in place."""
-    for buffer, value in zip(net.buffers(), saved):
-        buffer.copy_(value)
-
-
-@contextmanager
-def optimizer_steps_dropped(optim_wrapper: OptimWrapper) -> Iterator[None]:
-    """Optimizer steps inside the block change nothing.
-
-    The gradients are dropped right before each step: torch optimizers
-    leave a parameter without a gradient alone (its value, momentum and
-    step counter), while backward, DDP's gradient reduction and AMP's
-    ``GradScaler`` run as in any step.
-    """
-
-    def drop_gradients(optimizer, *args) -> None:
-        for group in optimizer.param_groups:
-            for param in group['params']:
-                param.grad = None
-
-    handle = optim_wrapper.optimizer.register_step_pre_hook(drop_gradients)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 @MODELS.register_module()
@@ -117,24 +45,14 @@ class MeanTeacherSegmentor(BaseSegmentor):
     holds both networks (``student.*``, ``teacher.*``); loading a plain mmseg
     checkpoint (``load_from``) fills both.
 
-    Non-finite losses: at the end of :meth:`loss` every loss term is checked
-    for NaN/Inf (one host synchronisation, agreed over all ranks). If one is
-    not finite, the step is undone before anything depends on it: the
-    student's buffers (BN statistics) are restored and subclasses drop
-    their staged state (e.g. the U2PL memory bank push). With
-    ``nonfinite_loss='raise'`` a ``FloatingPointError`` names the terms and
-    the iteration. With ``'skip'`` a warning is logged, ``step_skipped`` is
-    set and the returned loss is a zero connected to every trainable
-    parameter (``skipped_step.loss``), so that backward, DDP and AMP's
-    ``GradScaler`` run as usual without touching a NaN; :meth:`train_step`
-    then drops the gradients before the optimizer step, and
-    :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` does not update the
-    teacher. In distributed training the step must be the model's own:
-    use :class:`~mmseg_u2pl.engine.MeanTeacherDistributedDataParallel`
-    (``tools/train.py`` selects it).
-    ``nonfinite_steps`` (skipped steps so far in this process) is logged
-    from the first skip on. More than ``max_consecutive_nonfinite`` skipped
-    steps in a row raise: the run has diverged.
+    Non-finite losses (``docs/robustness.md``): at the end of :meth:`loss`
+    the loss terms are checked for NaN/Inf (one host read, agreed over the
+    ranks); a bad step is undone (:meth:`end_step`) and, with ``'skip'``,
+    returns a zero loss (``skipped_step.loss``) that :meth:`train_step`
+    backpropagates without updating the parameters; ``step_skipped`` tells
+    :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` to leave the teacher.
+    Under DDP, :class:`~mmseg_u2pl.engine.MeanTeacherDistributedDataParallel`
+    runs :meth:`train_step`.
 
     Args:
         segmentor (ConfigType): Config of the student segmentor.
@@ -144,17 +62,12 @@ class MeanTeacherSegmentor(BaseSegmentor):
         semi_train_cfg (OptConfigType): Training settings; subclasses add
             their own. Here: ``nonfinite_loss`` (``'skip'``, default, or
             ``'raise'``) and ``max_consecutive_nonfinite`` (5, or None for
-            no limit), see "Non-finite losses" below. Defaults to None.
+            no limit). Defaults to None.
         semi_test_cfg (OptConfigType): ``dict(predict_on='teacher')`` by
             default.
-        channels_last (bool): Keep the student's and the teacher's 4-D
-            weights in channels-last (NHWC) memory format, so that their
-            convolutions run on NHWC activations (usually faster on GPUs
-            with AMP; measure with ``tools/analysis/benchmark_step.py
-            --channels-last``). Checkpoints load into models of either
-            layout. Random initialisation fills memory in order, so with
-            the same seed randomly initialised layers start from other
-            values than in the default layout. Defaults to False.
+        channels_last (bool): Keep the 4-D weights of both networks in
+            channels-last (NHWC) memory format (usually faster on GPUs with
+            AMP). Checkpoints load into either layout. Defaults to False.
         init_cfg (OptMultiConfig): Initialisation config. Defaults to None.
 
     Example:
@@ -182,8 +95,10 @@ class MeanTeacherSegmentor(BaseSegmentor):
             init_cfg=init_cfg)
         semi_train_cfg = self._check_cfg('semi_train_cfg', semi_train_cfg,
                                          self.semi_train_keys)
-        self.semi_train_cfg = self._check_nonfinite_cfg(
-            dict(DEFAULT_NONFINITE_CFG, **semi_train_cfg))
+        self.semi_train_cfg = dict(DEFAULT_NONFINITE_CFG, **semi_train_cfg)
+        self.nonfinite = NonFiniteGuard(
+            self.semi_train_cfg['nonfinite_loss'],
+            self.semi_train_cfg['max_consecutive_nonfinite'])
         self.semi_test_cfg = self._check_cfg('semi_test_cfg', {
             'predict_on': TEACHER,
             **(semi_test_cfg or {})
@@ -200,7 +115,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 'head: a semi-supervised segmentor needs the student\'s '
                 '`decode_head` for pseudo-labels and losses. Add '
                 '`decode_head=dict(...)` to `model.segmentor`.')
-        self.extend_student(self.student)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -214,9 +128,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
         #: whether the last :meth:`loss` was non-finite and undone (read by
         #: MeanTeacherHook: no optimizer update, no teacher update)
         self.step_skipped = False
-        #: skipped steps since this process started (logged, not saved)
-        self.nonfinite_steps = 0
-        self._consecutive_nonfinite = 0
         self._buffer_snapshot: Optional[List[Tensor]] = None
         #: whether :meth:`train_step` runs (it applies a skipped step)
         self._in_train_step = False
@@ -252,27 +163,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 f'Unknown key(s) {unknown} in model.{name}; known keys: '
                 f'{sorted(known)}. Check the spelling in your config.')
         return cfg
-
-    @staticmethod
-    def _check_nonfinite_cfg(cfg: dict) -> dict:
-        action = cfg['nonfinite_loss']
-        if action not in NONFINITE_ACTIONS:
-            raise ValueError(
-                'model.semi_train_cfg.nonfinite_loss must be one of '
-                f'{list(NONFINITE_ACTIONS)}, got {action!r}.')
-        limit = cfg['max_consecutive_nonfinite']
-        if limit is not None and (not is_int(limit) or limit < 1):
-            raise ValueError(
-                'model.semi_train_cfg.max_consecutive_nonfinite must be a '
-                f'positive int or None (no limit), got {limit!r}.')
-        return cfg
-
-    def extend_student(self, student: nn.Module) -> None:
-        """Add modules to the student before the teacher is copied from it.
-
-        Modules added here (e.g. a representation head) belong to both
-        networks and are averaged by the EMA.
-        """
 
     # ------------------------------------------------------------------
     # weights
@@ -441,75 +331,14 @@ class MeanTeacherSegmentor(BaseSegmentor):
         bad_terms = nonfinite_loss_terms(losses)
         self.step_skipped = bool(bad_terms)
         self.end_step(keep=not bad_terms)
-        if not bad_terms:
-            self._consecutive_nonfinite = 0
-            if self.nonfinite_steps:
-                losses['nonfinite_steps'] = self._count(self.nonfinite_steps)
-            return losses
-        self._consecutive_nonfinite += 1
-        self.nonfinite_steps += 1
-        cfg = self.semi_train_cfg
-        limit = cfg['max_consecutive_nonfinite']
-        where = f'{bad_terms} at {self._iteration_text()}'
-        if cfg['nonfinite_loss'] == 'skip' and not self._in_train_step:
-            raise FloatingPointError(
-                f'Non-finite loss (NaN/Inf) in {where}, outside '
-                f'{type(self).__name__}.train_step, which alone can skip the '
-                'step. In distributed training use model_wrapper_cfg=dict('
-                'type="MeanTeacherDistributedDataParallel") (tools/train.py '
-                'sets it); or set model.semi_train_cfg.nonfinite_loss='
-                '"raise".')
-        if cfg['nonfinite_loss'] == 'raise':
-            raise FloatingPointError(
-                f'Non-finite loss (NaN/Inf) in {where}. The step was not '
-                'applied. Look for a corrupt image or label in this batch '
-                'or lower the learning rate, then resume from the last '
-                'checkpoint; or set model.semi_train_cfg.nonfinite_loss='
-                '"skip" to skip such steps.')
-        if limit is not None and self._consecutive_nonfinite > limit:
-            raise FloatingPointError(
-                f'Non-finite loss (NaN/Inf) in {where}: '
-                f'{self._consecutive_nonfinite} steps in a row, more than '
-                f'model.semi_train_cfg.max_consecutive_nonfinite={limit}. '
-                'Training has diverged: lower the learning rate, check the '
-                'data, and resume from an earlier checkpoint.')
-        print_log(
-            f'Skipped a step with a non-finite loss (NaN/Inf) in {where}: '
-            'the student, the teacher and the memory bank are unchanged '
-            f'({self._consecutive_nonfinite} in a row, at most '
-            f'{"unlimited" if limit is None else limit}; '
-            f'{self.nonfinite_steps} in total).',
-            logger='current',
-            level=logging.WARNING)
-        return {
-            SKIPPED_STEP_LOSS: self._zero_loss(),
-            'nonfinite_steps': self._count(self.nonfinite_steps)
-        }
-
-    def _zero_loss(self) -> Tensor:
-        """Zero with zero gradients for every trainable parameter.
-
-        Every parameter gets a (finite) gradient, as in a normal step, so
-        that DDP's reducer and AMP's ``GradScaler`` need no special case.
-        """
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            return torch.zeros((), requires_grad=True)
-        return torch.stack([p.reshape(-1)[:1].sum()
-                            for p in params]).float().sum() * 0.
-
-    def _count(self, value: int) -> Tensor:
-        device = next(self.student.parameters()).device
-        return torch.tensor(float(value), device=device)
-
-    @staticmethod
-    def _iteration_text() -> str:
-        """``'iteration 3/6'`` (1-based, as logged), if a loop runs."""
-        cur_iter, max_iters = train_progress()
-        if cur_iter is None:
-            return 'an unknown iteration (no training loop recorded it)'
-        total = f'/{max_iters}' if max_iters else ''
-        return f'iteration {cur_iter + 1}{total}'
+        self.nonfinite.record(bad_terms, can_skip=self._in_train_step)
+        if bad_terms:
+            losses = {SKIPPED_STEP_LOSS: zero_loss(self)}
+        if self.nonfinite.total:
+            device = next(self.student.parameters()).device
+            losses['nonfinite_steps'] = torch.tensor(
+                float(self.nonfinite.total), device=device)
+        return losses
 
     def supervised_loss(self, inputs: Tensor,
                         data_samples: SampleList) -> dict:

@@ -1,5 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """U2PL: using unreliable pseudo-labels (paper Sec. 3)."""
+import copy
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
 
@@ -15,13 +16,14 @@ from ...utils import warmup_iters
 from ..heads.representation_head import (classifier_in_channels,
                                          forward_with_classifier_input)
 from ..utils.cutmix import apply_cutmix, cutmix_masks
+from ..utils.nonfinite import restore_buffers, save_buffers
 from ..utils.random_stream import current_iteration, separate_random_stream
 from ..utils.reliability import (alpha_schedule, entropy,
                                  entropy_filtered_loss)
 from ..utils.seg_maps import (resize_labels, resize_masks, scalar,
                               stack_ground_truth, unlabeled_ground_truth,
                               valid_pixel_mask)
-from .mean_teacher import (MeanTeacherSegmentor, restore_buffers, save_buffers)
+from .mean_teacher import MeanTeacherSegmentor
 
 DEFAULT_SEMI_TRAIN_CFG = dict(
     unsup_weight=1.0,  # eta of paper Eq. 8: lambda_u = eta * all / kept
@@ -126,7 +128,6 @@ class U2PL(MeanTeacherSegmentor):
             raise ValueError(
                 'model.contrastive_loss needs model.representation_head, '
                 'e.g. representation_head=dict(type="RepresentationHead").')
-        self._representation_head_cfg = representation_head
         super().__init__(
             segmentor=segmentor,
             data_preprocessor=data_preprocessor,
@@ -135,6 +136,8 @@ class U2PL(MeanTeacherSegmentor):
             channels_last=channels_last,
             init_cfg=init_cfg)
         self.semi_train_cfg = self._with_defaults(self.semi_train_cfg)
+        if representation_head is not None:
+            self._add_representation_head(representation_head)
         self.contrastive_loss = None
         if contrastive_loss is not None:
             contrastive_loss = dict(contrastive_loss)
@@ -182,8 +185,8 @@ class U2PL(MeanTeacherSegmentor):
                 'contrastive_teacher_mode="eval".')
         return merged
 
-    def extend_student(self, student: nn.Module) -> None:
-        """Give the student (and so the teacher) the representation head.
+    def _add_representation_head(self, cfg: ConfigType) -> None:
+        """Give the student the representation head, and the teacher a copy.
 
         The contrastive branch (this head's construction, initialisation and
         dropout, and the loss's sampling) draws its random numbers aside
@@ -192,13 +195,18 @@ class U2PL(MeanTeacherSegmentor):
         decode-head dropout as a run without it, so that an ablation
         compares the contrastive term and nothing else.
         """
-        if self._representation_head_cfg is None:
-            return
-        cfg = dict(self._representation_head_cfg)
+        cfg = dict(cfg)
         if cfg.get('in_channels') is None:
-            cfg['in_channels'] = classifier_in_channels(student.decode_head)
+            cfg['in_channels'] = classifier_in_channels(
+                self.student.decode_head)
         with separate_random_stream('representation_head.build'):
-            student.add_module('representation_head', MODELS.build(cfg))
+            head = MODELS.build(cfg)
+        if self.channels_last:
+            head.to(memory_format=torch.channels_last)
+        self.student.add_module('representation_head', head)
+        self.teacher.add_module(
+            'representation_head',
+            copy.deepcopy(head).requires_grad_(False).eval())
 
     # ------------------------------------------------------------------
     # network passes

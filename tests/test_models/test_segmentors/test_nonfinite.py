@@ -30,8 +30,8 @@ from toy_fixtures import (REPO_ROOT, as_cli_options, build_model,
                           toy_train_cfg_options, write_hooked_u2pl_config)
 
 from mmseg_u2pl.engine.hooks.mean_teacher_hook import MeanTeacherHook
-from mmseg_u2pl.models.segmentors.mean_teacher import (SKIPPED_STEP_LOSS,
-                                                       nonfinite_loss_terms)
+from mmseg_u2pl.models.utils.nonfinite import (SKIPPED_STEP_LOSS,
+                                               nonfinite_loss_terms)
 
 NAN = float('nan')
 
@@ -295,7 +295,7 @@ def test_warmup_step_is_undone_and_consecutive_skips_are_limited(
 # distributed: every rank takes the same decision (one all-reduce)
 # ---------------------------------------------------------------------------
 def test_flags_of_all_ranks_are_reduced_in_one_call(monkeypatch):
-    from mmseg_u2pl.models.segmentors import mean_teacher
+    from mmseg_u2pl.models.utils import nonfinite
     calls = []
 
     def all_reduce(data, op):
@@ -303,7 +303,7 @@ def test_flags_of_all_ranks_are_reduced_in_one_call(monkeypatch):
         calls.append(op)
         data += torch.tensor([0, 1, 0], dtype=data.dtype)
 
-    monkeypatch.setattr(mean_teacher.dist, 'all_reduce', all_reduce)
+    monkeypatch.setattr(nonfinite.dist, 'all_reduce', all_reduce)
     losses = {
         'sup.loss': torch.tensor(1.),
         'unsup.loss': torch.tensor(2.),
