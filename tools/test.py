@@ -24,8 +24,9 @@ from mmseg_u2pl.datasets.validation import check_num_classes  # noqa: E402
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
     ALLOW_MISMATCH_KEY, check_checkpoint_file, refuse_unsafe_checkpoints,
     register_checkpoint_safe_globals)
-from mmseg_u2pl.utils.launch import (  # noqa: E402
-    LAUNCHERS, prepare_launch, shutdown_dist, exit_without_teardown)
+from mmseg_u2pl.utils.dist_utils import (  # noqa: E402
+    LAUNCHERS, exit_without_teardown, shutdown_dist)
+from mmseg_u2pl.utils.launch import prepare_launch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

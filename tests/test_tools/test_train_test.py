@@ -22,10 +22,9 @@ from mmseg_u2pl.utils.checkpoint import (CheckpointMismatchError,
                                          load_checkpoint_safely,
                                          register_checkpoint_safe_globals)
 from mmseg_u2pl.engine.optimizers import CPUAmpOptimWrapper
-from mmseg_u2pl.utils.launch import (convert_sync_bn,
-                                     cpu_model_wrapper_cfg,
-                                     dist_env_from_launcher, enable_amp,
-                                     prepare_launch)
+from mmseg_u2pl.utils.dist_utils import dist_env_from_launcher
+from mmseg_u2pl.utils.launch import (convert_sync_bn, cpu_model_wrapper_cfg,
+                                     enable_amp, prepare_launch)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PYTHON = sys.executable
