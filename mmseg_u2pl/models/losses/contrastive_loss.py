@@ -7,6 +7,11 @@ negative keys come from a category-wise memory bank filled with the teacher
 features of *unreliable* pixels that are unlikely to belong to the class.
 Everything is vectorised over pixels and classes, and distributed training
 gives exactly the loss of one process holding the whole global batch.
+
+The module is longer than the others because it is one idea: the loss of
+paper Eq. 5-7 with its sampling (anchors, negatives by rank, Eq. 6),
+its prototypes and its exact multi-GPU gathering, which share their
+tensors and cannot be checked apart.
 """
 import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union

@@ -1,5 +1,10 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""U2PL: using unreliable pseudo-labels (paper Sec. 3)."""
+"""U2PL: using unreliable pseudo-labels (paper Sec. 3).
+
+One module for one training step of the paper (Fig. 2): teacher
+pseudo-labels, CutMix, the student pass and the three losses, in the order
+they run; the helpers it calls live in ``models/utils``.
+"""
 import copy
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional, Tuple
