@@ -29,7 +29,7 @@ from toy_fixtures import (REPO_ROOT, U2PL_NOCONTRAST_CONFIG, as_cli_options,
                           build_model, toy_runner_cfg, toy_split,
                           toy_train_cfg_options)
 
-from mmseg_u2pl.utils.checkpoint import CheckpointMismatchError
+from mmseg_u2pl.utils.checkpoint_fit import CheckpointMismatchError
 
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 LABELED, UNLABELED = 'labeled_1-16', 'unlabeled_1-16'

@@ -20,13 +20,14 @@ from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
 import mmseg_u2pl  # noqa: E402,F401  (registers our modules)
-from mmseg_u2pl.datasets.validation import check_num_classes  # noqa: E402
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
-    ALLOW_MISMATCH_KEY, check_checkpoint_file, refuse_unsafe_checkpoints,
-    register_checkpoint_safe_globals)
+    refuse_unsafe_checkpoints, register_checkpoint_safe_globals)
+from mmseg_u2pl.utils.checkpoint_fit import (  # noqa: E402
+    ALLOW_MISMATCH_KEY, check_checkpoint_file)
 from mmseg_u2pl.utils.dist_utils import (  # noqa: E402
     LAUNCHERS, exit_without_teardown, shutdown_dist)
 from mmseg_u2pl.utils.launch import prepare_launch  # noqa: E402
+from mmseg_u2pl.utils.num_classes import check_num_classes  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

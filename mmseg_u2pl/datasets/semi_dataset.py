@@ -13,32 +13,27 @@ from mmseg.registry import DATASETS
 from mmseg.utils import ConfigType
 from torch.utils.data import Dataset
 
-from .validation import (check_dataset_files, check_label_values,
-                         naming_sample_files)
+from .sample_checks import check_label_values, naming_sample_files
+from .validation import check_dataset_files
 
 
 @DATASETS.register_module()
 class SemiDataset(Dataset):
     """One labeled and one unlabeled sample per item.
 
-    An epoch is one pass over the unlabeled set. The labeled set is repeated
-    and re-sampled to that length: item ``i`` pairs unlabeled sample ``i``
-    with labeled sample ``labeled_order[i]``, where ``labeled_order`` repeats
-    a seeded permutation of the labeled set, so every labeled sample is used
-    equally often (``len(unlabeled) // len(labeled)`` or one more times per
-    epoch). When the labeled set is the larger one (domain adaptation: e.g.
-    24,966 GTA5 frames and 2,975 Cityscapes images) the roles swap: an epoch
-    is one pass over the labeled set and the unlabeled set is repeated.
-    The sampler (mmengine's ``DefaultSampler`` or ``InfiniteSampler``)
-    shuffles and shards item indices as usual, so each epoch and each rank
-    sees a different labeled sequence, and a resumed run sees the same one.
+    An epoch is one pass over the unlabeled set: item ``i`` pairs unlabeled
+    sample ``i`` with labeled sample ``labeled_order[i]`` (repeated seeded
+    permutations of the labeled set, :func:`balanced_order`), so every
+    labeled sample is used equally often. If the labeled set is the larger
+    one (domain adaptation, e.g. GTA5 to Cityscapes) the roles swap. The
+    sampler shuffles and shards item indices as usual: each epoch and rank
+    sees another labeled sequence, a resumed run the same one.
 
-    The two sides are independent dataset configs: their own type, data
-    root, split file and pipeline (e.g. a labeled source domain and an
-    unlabeled target domain, U2PL+). Their class lists must agree. The
-    unlabeled side needs no label files; when its pipeline loads labels
-    anyway they are carried to the model for diagnostics only (pseudo-label
-    accuracy) and never reach a loss.
+    The two sides are independent dataset configs (type, data root, split
+    file, pipeline; e.g. a labeled source and an unlabeled target domain,
+    U2PL+) with the same class list. The unlabeled side needs no label
+    files; labels its pipeline loads anyway reach the model for diagnostics
+    only (pseudo-label accuracy), never a loss.
 
     Args:
         labeled (ConfigType): Config of the labeled dataset.
@@ -51,18 +46,16 @@ class SemiDataset(Dataset):
             datasets are always fully initialised. Defaults to False.
 
     Example:
-        >>> train_dataloader = dict(
-        ...     batch_size=4,  # 4 labeled + 4 unlabeled images per GPU
-        ...     sampler=dict(type='InfiniteSampler', shuffle=True),
-        ...     dataset=dict(
-        ...         type='SemiDataset',
-        ...         labeled=dict(type='PascalVOCDataset', data_root=...,
-        ...                      ann_file='splits/366/labeled.txt',
-        ...                      pipeline=labeled_pipeline),
-        ...         unlabeled=dict(type='PascalVOCDataset', data_root=...,
-        ...                        ann_file='splits/366/unlabeled.txt',
-        ...                        data_prefix=dict(img_path='JPEGImages'),
-        ...                        pipeline=unlabeled_pipeline)))
+        >>> # batch_size=4: 4 labeled and 4 unlabeled images per GPU
+        >>> train_dataloader = dict(batch_size=4, dataset=dict(
+        ...     type='SemiDataset',
+        ...     labeled=dict(type='PascalVOCDataset', data_root=...,
+        ...                  ann_file='splits/366/labeled.txt',
+        ...                  pipeline=labeled_pipeline),
+        ...     unlabeled=dict(type='PascalVOCDataset', data_root=...,
+        ...                    ann_file='splits/366/unlabeled.txt',
+        ...                    data_prefix=dict(img_path='JPEGImages'),
+        ...                    pipeline=unlabeled_pipeline)))
     """
 
     def __init__(self,
@@ -85,10 +78,8 @@ class SemiDataset(Dataset):
     def _build(side: str, cfg, check_files: bool) -> BaseDataset:
         """Build one side; with ``check_files``, validate it as it loads.
 
-        An mmengine ``BaseDataset`` is built with ``lazy_init=True`` so that
-        :func:`check_dataset_files` checks the paths before the data list is
-        loaded (a stock mmseg dataset would otherwise fail inside
-        ``full_init`` on a missing or empty split file without saying which).
+        A ``BaseDataset`` is built lazily so that :func:`check_dataset_files`
+        checks the paths before ``full_init`` fails on them without a name.
         """
         if isinstance(cfg, Dataset):
             dataset = cfg
@@ -163,13 +154,11 @@ class SemiDataset(Dataset):
     def check_batch_size(self, batch_size: int, world_size: int = 1) -> None:
         """Check that the batch size fits the unlabeled set.
 
-        Called by :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook` before
-        training with ``train_dataloader.batch_size`` and the number of
-        processes.
+        Called by ``MeanTeacherHook`` before training.
 
         Args:
-            batch_size (int): Labeled (and unlabeled) images per process and
-                iteration, ``train_dataloader.batch_size``.
+            batch_size (int): ``train_dataloader.batch_size``: labeled (and
+                unlabeled) images per process and iteration.
             world_size (int): Number of processes. Defaults to 1.
 
         Raises:
@@ -177,9 +166,8 @@ class SemiDataset(Dataset):
                 unlabeled images: not one full batch per epoch.
 
         Warns:
-            UserWarning: ``batch_size < 2``: CutMix pastes image ``i + 1``
-                into image ``i`` (with one image there is nothing to mix)
-                and BatchNorm needs more than one sample.
+            UserWarning: ``batch_size < 2``: nothing for CutMix to mix, and
+                BatchNorm needs more than one sample.
         """
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(
@@ -229,16 +217,18 @@ class SemiDataset(Dataset):
             return dataset[index]
 
     def _check_labels(self, packed: dict) -> None:
+        """Check a labeled sample's labels unless its dataset checks them."""
         sample = packed['data_samples']
         if 'gt_sem_seg' not in sample:
             raise KeyError(
                 'SemiDataset: a labeled sample has no `gt_sem_seg`. The '
                 'labeled pipeline must contain `LoadAnnotations` before '
                 '`PackSegInputs`.')
-        num_classes = len(self.labeled.metainfo['classes'])
-        check_label_values(sample.gt_sem_seg.data, num_classes,
-                           getattr(self.labeled, 'ignore_index', 255),
-                           sample.metainfo.get('seg_map_path', '?'))
+        if not getattr(self.labeled, 'checks_label_values', False):
+            check_label_values(sample.gt_sem_seg.data,
+                               len(self.labeled.metainfo['classes']),
+                               getattr(self.labeled, 'ignore_index', 255),
+                               sample.metainfo.get('seg_map_path', '?'))
 
     def get_subset_(self, indices: Sequence[int]) -> None:  # pragma: no cover
         raise NotImplementedError(
@@ -251,12 +241,7 @@ class SemiDataset(Dataset):
 
 @contextmanager
 def _naming_side(side: str) -> Iterator[None]:
-    """Prefix build/check errors with the config key of the failing side.
-
-    A missing or empty split file is reported by the wrapped dataset with
-    its path; this adds which side of the wrapper (and so which config key)
-    it belongs to. The exception type is kept.
-    """
+    """Prefix errors with the failing side's config key (same type)."""
     try:
         yield
     except (FileNotFoundError, ValueError) as error:
@@ -291,10 +276,8 @@ def _data_list(dataset) -> list:
 
 
 def _check_cfg_paths(side: str, cfg: dict) -> None:
-    """Check ``data_root`` and ``ann_file`` before the dataset is built.
-
-    Some mmseg datasets (e.g. ``PascalVOCDataset``) assert on a missing split
-    file in their constructor, with an empty message.
+    """Check ``data_root`` and ``ann_file`` before the dataset is built
+    (``PascalVOCDataset`` asserts on a missing split file, with no message).
     """
     key = f'train_dataloader.dataset.{side}'
     data_root = cfg.get('data_root') or ''
@@ -305,8 +288,7 @@ def _check_cfg_paths(side: str, cfg: dict) -> None:
             '(see docs/data_preparation.md) or fix the path.')
     ann_file = cfg.get('ann_file') or ''
     if ann_file:
-        path = ann_file if osp.isabs(ann_file) or not data_root else \
-            osp.join(data_root, ann_file)
+        path = osp.join(data_root, ann_file)  # ann_file if absolute
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'SemiDataset: the split file `{key}.ann_file` = {path!r} '

@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
-from .validation import (check_dataset_files, check_dataset_paths,
-                         check_label_values, naming_sample_files)
+from .sample_checks import check_label_values, naming_sample_files
+from .validation import check_dataset_files, check_dataset_paths
 
 #: ToyShapes: the object classes are named after their outlines.
 TOY_CLASSES = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
@@ -103,6 +103,9 @@ class ToyShapesDataset(BaseSegDataset):
         **kwargs: Other arguments of :class:`mmseg.datasets.BaseSegDataset`.
     """
     METAINFO = dict(classes=TOY_CLASSES, palette=TOY_PALETTE)
+    #: :meth:`prepare_data` checks the label values of every sample, so a
+    #: wrapper (:class:`~mmseg_u2pl.datasets.SemiDataset`) need not.
+    checks_label_values = True
 
     def __init__(self,
                  ann_file: str = '',

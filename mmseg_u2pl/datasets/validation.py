@@ -1,14 +1,11 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
-"""Input validation for mmseg datasets: clear errors instead of late crashes.
+"""Checks of a dataset's paths and files: clear errors instead of late crashes.
 
 Generic: works with any ``BaseSegDataset`` (ToyShapes, VOC, Cityscapes, ...).
 A missing ``data_root``, split file or image, and a PNG / JPEG file that is
 empty, truncated or not an image at all, are reported at construction,
-naming the path, the split file and its line and what to do. A label map
-with values outside ``[0, num_classes) ∪ {ignore_index}``, or any other
-failure to load a sample, is reported when the sample is loaded, naming its
-files (:func:`naming_sample_files`). :func:`check_num_classes` compares the
-model's decode heads with the dataset's class list.
+naming the path, the split file and its line and what to do. Samples are
+checked as they load by :mod:`mmseg_u2pl.datasets.sample_checks`.
 
 To check a stock mmseg dataset whose split file may be missing, build it with
 ``lazy_init=True`` (mmseg would otherwise fail inside ``full_init`` with a bare
@@ -19,14 +16,9 @@ assertion) and call :func:`check_dataset_files`, which loads the data list::
 """
 import os
 import os.path as osp
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-import torch
-from torch import nn
-
-from ..utils.checkpoint import unwrap_model
+from .file_checks import ExistenceCache, image_file_problem
 
 # How many missing files a message lists before summarising with a count.
 MAX_LISTED = 5
@@ -41,15 +33,6 @@ CORRUPT_FIX_HINT = (
     'replace the listed files with intact copies (an interrupted download, '
     'copy or conversion leaves empty or truncated files: repeat that data '
     'preparation step), or remove their lines from the split file')
-#: ``(format, first bytes, end marker, its description, file suffixes)``
-#: of the image formats whose integrity is checked at construction.
-IMAGE_FORMATS = (
-    ('PNG', b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82', 'IEND chunk', ('.png', )),
-    ('JPEG', b'\xff\xd8\xff', b'\xff\xd9', 'EOI marker FF D9', ('.jpg',
-                                                                '.jpeg')),
-)
-# The end marker is searched in this many last bytes (tolerates padding).
-TAIL_BYTES = 64
 
 
 def _is_local(path: str) -> bool:
@@ -166,26 +149,6 @@ def _data_infos(dataset) -> List[dict]:
     return dataset.data_list
 
 
-class _ExistenceCache:
-    """Checks many files with one directory listing per folder."""
-
-    def __init__(self) -> None:
-        self._listings: Dict[str, Optional[Set[str]]] = {}
-
-    def exists(self, path: str) -> bool:
-        folder, base = osp.split(path)
-        if folder not in self._listings:
-            try:
-                self._listings[folder] = set(os.listdir(folder or '.'))
-            except OSError:
-                self._listings[folder] = None
-        listing = self._listings[folder]
-        if listing is not None and base in listing:
-            return True
-        # Rare cases a listing misses (case-insensitive file systems, ...).
-        return osp.exists(path)
-
-
 def _split_lines(ann_file: str) -> Dict[str, int]:
     """Map each stripped line of a text split file to its first line number."""
     lines: Dict[str, int] = {}
@@ -256,49 +219,6 @@ def _file_list_message(dataset, key: str, problems: List[Tuple[int, str, str]],
             f'{what}:\n' + '\n'.join(shown) + tail + f'\n{fix}')
 
 
-def image_file_problem(path: str) -> Optional[str]:
-    """What is wrong with an image file, judged by its first and last bytes.
-
-    Cheap (two small reads, no decoding), so it can run on every file of a
-    dataset at construction. A PNG or JPEG file (recognised by its
-    signature) must end with its end marker (the ``IEND`` chunk, the JPEG
-    ``EOI`` marker) within its last :data:`TAIL_BYTES` bytes: an interrupted
-    download or copy leaves it out. A file named ``.png`` / ``.jpg`` that
-    starts with neither signature is reported; other formats are only
-    checked for being empty. Damage inside a file that keeps both ends
-    intact is found when the sample is loaded (:func:`naming_sample_files`).
-
-    Args:
-        path (str): A local file.
-
-    Returns:
-        str | None: The problem (e.g. ``'is empty (0 bytes)'``), or None if
-        the file looks intact.
-    """
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(16)
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(size - TAIL_BYTES, 0))
-            tail = f.read()
-    except OSError as error:
-        return f'cannot be read ({error.strerror or error})'
-    if size == 0:
-        return 'is empty (0 bytes)'
-    for name, start, end, marker, _ in IMAGE_FORMATS:
-        if head.startswith(start):
-            if end not in tail:
-                return (f'is truncated: this {name} file of {size} bytes '
-                        f'lacks its final {marker}')
-            return None
-    suffix = osp.splitext(path)[1].lower()
-    for name, _, _, _, suffixes in IMAGE_FORMATS:
-        if suffix in suffixes:
-            return (f'is not a {name} image: it starts with {head[:8]!r} '
-                    'instead of the PNG or JPEG signature')
-    return None
-
-
 def check_dataset_files(dataset,
                         check_labels: bool = True,
                         fix_hint: Optional[str] = None,
@@ -342,7 +262,7 @@ def check_dataset_files(dataset,
             f'{_fix(fix_hint)}')
 
     keys = ['img_path'] + (['seg_map_path'] if check_labels else [])
-    cache = _ExistenceCache()
+    cache = ExistenceCache()
     infos = _data_infos(dataset)
     for key in keys:
         paths = [(index, info[key]) for index, info in enumerate(infos)
@@ -361,157 +281,3 @@ def check_dataset_files(dataset,
             raise ValueError(
                 _file_list_message(dataset, key, broken, total, 'are damaged',
                                    'Fix: ' + CORRUPT_FIX_HINT))
-
-
-def _invalid_values(label: Union[np.ndarray, torch.Tensor], num_classes: int,
-                    ignore_index: int) -> Tuple[List, int]:
-    """Distinct invalid values (sorted) and the number of invalid pixels."""
-    if isinstance(label, torch.Tensor):
-        valid = ((label >= 0) & (label < num_classes)) | (
-            label == ignore_index)
-        if label.is_floating_point():
-            valid &= label == torch.floor(label)
-        if bool(valid.all()):
-            return [], 0
-        bad = label[~valid]
-        return torch.unique(bad).tolist(), int(bad.numel())
-    label = np.asarray(label)
-    if label.dtype == bool or not np.issubdtype(label.dtype, np.number):
-        raise TypeError(f'a label map must hold numbers, got dtype '
-                        f'{label.dtype}')
-    valid = ((label >= 0) & (label < num_classes)) | (label == ignore_index)
-    if np.issubdtype(label.dtype, np.floating):
-        valid &= label == np.floor(label)
-    if valid.all():
-        return [], 0
-    bad = label[~valid]
-    return np.unique(bad).tolist(), int(bad.size)
-
-
-def check_label_values(label: Union[np.ndarray,
-                                    torch.Tensor], num_classes: int,
-                       ignore_index: int, filename: str) -> None:
-    """Check that a label map holds only class indices or ``ignore_index``.
-
-    Args:
-        label (np.ndarray | torch.Tensor): Label map of any shape.
-        num_classes (int): Number of classes ``C``.
-        ignore_index (int): The ignored label value (mmseg: 255).
-        filename (str): File the label came from, named in the error.
-
-    Raises:
-        ValueError: Some values lie outside
-            ``[0, num_classes) ∪ {ignore_index}``.
-    """
-    if num_classes <= 0:
-        raise ValueError(f'num_classes must be positive, got {num_classes}')
-    values, count = _invalid_values(label, num_classes, ignore_index)
-    if not values:
-        return
-    shown = values[:10] + (['...'] if len(values) > 10 else [])
-    raise ValueError(
-        f'Label map {filename!r} holds value(s) {shown} ({count} pixels) '
-        f'outside the allowed [0, {num_classes}) ∪ {{{ignore_index}}} '
-        f'({num_classes} classes, ignore_index={ignore_index}). If class '
-        'ids start at 1 and 0 means "unlabeled", set reduce_zero_label=True; '
-        'if the labels are colour-coded (RGB palette) or use another id '
-        'scheme (e.g. Cityscapes label ids instead of train ids), convert '
-        'them to class indices first; otherwise check the classes in the '
-        "dataset's metainfo and the model's num_classes.")
-
-
-#: Keys of a data info that name the files of a sample.
-SAMPLE_FILE_KEYS = ('img_path', 'seg_map_path')
-
-
-@contextmanager
-def naming_sample_files(info: dict, sample: str) -> Iterator[None]:
-    """Re-raise an error of loading a sample with the sample's files.
-
-    Decoders report a corrupt or truncated file without its name (PIL:
-    ``cannot identify image file <_io.BytesIO ...>``; mmseg's
-    ``LoadAnnotations``: ``'NoneType' object has no attribute 'squeeze'``).
-    Wrap the pipeline call of one sample in this context: an error whose
-    message does not name the sample's files yet is re-raised, with the same
-    type and chained to the original, naming them.
-
-    Args:
-        info (dict): The sample's data info (``img_path``, ``seg_map_path``).
-        sample (str): How to call the sample, e.g.
-            ``'ToyShapesDataset sample 3'``.
-    """
-    try:
-        yield
-    except Exception as error:
-        named = {
-            key: info[key]
-            for key in SAMPLE_FILE_KEYS if isinstance(info.get(key), str)
-        }
-        text = str(error)
-        if not named or any(path in text for path in named.values()):
-            raise
-        files = ', '.join(f'{key}={path!r}' for key, path in named.items())
-        message = (
-            f'{sample} ({files}) failed to load: {type(error).__name__}: '
-            f'{text}. If a file cannot be decoded it is corrupt or '
-            'truncated: replace it with an intact copy or remove it from '
-            'the split file.')
-        try:
-            renamed = type(error)(message)
-        except Exception:  # an exception type with other arguments
-            raise error
-        raise renamed from error
-
-
-def _head_config_key(module_name: str) -> str:
-    """Config key of a decode head, e.g. ``model.segmentor.decode_head``.
-
-    A mean-teacher model's ``student`` / ``teacher`` are both built from
-    ``model.segmentor``. List items keep their index
-    (``model.auxiliary_head.0``), as ``--cfg-options`` writes them.
-    """
-    parts = module_name.split('.')
-    if len(parts) > 1 and parts[0] in ('student', 'teacher'):
-        parts[0] = 'segmentor'
-    return '.'.join(['model'] + parts)
-
-
-def check_num_classes(model: nn.Module, classes: Sequence[str],
-                      dataset_key: str) -> None:
-    """Check that every decode head predicts the dataset's classes.
-
-    A decode head with fewer classes than the dataset fails late, inside the
-    loss, on the first label it cannot index; one with more trains silently
-    and reports metrics over the wrong classes. Call this before training
-    (or testing) with the dataset the model is run on.
-
-    Args:
-        model (nn.Module): The model, optionally in a model wrapper (DDP,
-            TTA). Every mmseg ``BaseDecodeHead`` in it is checked (decode
-            and auxiliary heads, of student and teacher).
-        classes (Sequence[str]): The dataset's ``metainfo['classes']``;
-            nothing is checked when empty.
-        dataset_key (str): Config key of the dataset, named in the message,
-            e.g. ``'train_dataloader.dataset'``.
-
-    Raises:
-        ValueError: A head's ``num_classes`` differs from ``len(classes)``;
-            names its config key, both numbers and the class list.
-    """
-    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
-    if not classes:
-        return
-    num = len(classes)
-    for name, module in unwrap_model(model).named_modules():
-        if isinstance(module, BaseDecodeHead) and module.num_classes != num:
-            key = _head_config_key(name)
-            shown = tuple(classes) if num <= 30 else (
-                f'{tuple(classes[:30])} ...')
-            raise ValueError(
-                f'{key}.num_classes = {module.num_classes}, but the dataset '
-                f'({dataset_key}) has {num} classes: {shown}. Set '
-                f'`{key}.num_classes={num}` (e.g. --cfg-options '
-                f'{key}.num_classes={num}; every decode and auxiliary head '
-                'must match), or give the dataset the class list the model '
-                f'was made for with `{dataset_key}.metainfo=dict(classes='
-                '...)`.')

@@ -365,6 +365,34 @@ def test_out_of_range_label_names_the_file(small_splits, tmp_path):
     assert '[9]' in message
 
 
+@pytest.mark.parametrize('dataset_type',
+                         ['ToyShapesDataset', 'BaseSegDataset'])
+def test_labels_are_checked_once_per_labeled_sample(small_splits, monkeypatch,
+                                                    dataset_type):
+    """By the labeled dataset if it checks them itself, else the wrapper."""
+    from mmseg_u2pl.datasets import semi_dataset, toy_dataset
+    checked = []
+    for module in (semi_dataset, toy_dataset):
+        check = module.check_label_values
+        monkeypatch.setattr(
+            module,
+            'check_label_values',
+            lambda *args, check=check, name=module.__name__:
+            (checked.append(name), check(*args)))
+    make = toy_side if dataset_type == 'ToyShapesDataset' else plain_side
+    dataset = DATASETS.build(
+        dict(
+            type='SemiDataset',
+            labeled=make(small_splits.root, small_splits.labeled),
+            unlabeled=make(
+                small_splits.root, small_splits.unlabeled, labeled=False)))
+    for i in range(3):
+        dataset[i]
+    checker = toy_dataset if dataset_type == 'ToyShapesDataset' else \
+        semi_dataset
+    assert checked == [checker.__name__] * 3
+
+
 def damage_middle(path):
     """Overwrite the middle of a file: both ends stay intact."""
     with open(path, 'r+b') as f:

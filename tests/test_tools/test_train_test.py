@@ -18,10 +18,10 @@ from mmengine.config import Config, ConfigDict
 from PIL import Image
 from toy_fixtures import build_model, tiny_segmentor_cfg
 
-from mmseg_u2pl.utils.checkpoint import (CheckpointMismatchError,
-                                         load_checkpoint_safely,
-                                         register_checkpoint_safe_globals)
 from mmseg_u2pl.engine.optimizers import CPUAmpOptimWrapper
+from mmseg_u2pl.utils.checkpoint import (load_checkpoint_safely,
+                                         register_checkpoint_safe_globals)
+from mmseg_u2pl.utils.checkpoint_fit import CheckpointMismatchError
 from mmseg_u2pl.utils.dist_utils import dist_env_from_launcher
 from mmseg_u2pl.utils.launch import (convert_sync_bn, cpu_model_wrapper_cfg,
                                      enable_amp, prepare_launch)
@@ -300,7 +300,7 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(setup):
         str(setup['root'] / 'mismatch_dir')
     ])
     assert proc.returncode != 0
-    assert ('mmseg_u2pl.utils.checkpoint.CheckpointMismatchError: '
+    assert ('mmseg_u2pl.utils.checkpoint_fit.CheckpointMismatchError: '
             f'Checkpoint {path!r} does not fit the model (EncoderDecoder)'
             ) in proc.stdout
     assert ('2 weight(s) have another shape: decode_head.conv_seg.weight '

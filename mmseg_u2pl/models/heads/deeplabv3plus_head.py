@@ -52,54 +52,16 @@ class DeepLabV3PlusHead(BaseDecodeHead):
     ``conv_seg`` of mmseg heads (through ``conv_seg``'s own ``init_cfg``);
     conv blocks use mmcv ``ConvModule``'s initialisation.
 
-    Example config (the paper's network, ResNet-101 with a deep stem of 128
-    channels at output stride 8)::
+    Example (the paper's decoder; the whole network, ResNetV1c-101 with a
+    128-channel deep stem at output stride 8, is
+    ``configs/_base_/models/paper_deeplabv3plus_r101-d8.py``)::
 
-        norm_cfg = dict(type='SyncBN', requires_grad=True)
-        model = dict(
-            type='EncoderDecoder',
-            data_preprocessor=dict(
-                type='SegDataPreProcessor',
-                mean=[123.675, 116.28, 103.53],
-                std=[58.395, 57.12, 57.375],
-                bgr_to_rgb=True,
-                pad_val=0,
-                seg_pad_val=255,
-                size=(513, 513)),
-            pretrained='open-mmlab://resnet101_v1c',
-            backbone=dict(
-                type='ResNetV1c',
-                depth=101,
-                stem_channels=128,
-                num_stages=4,
-                out_indices=(0, 1, 2, 3),
-                strides=(1, 2, 1, 1),
-                dilations=(1, 1, 2, 4),
-                norm_cfg=norm_cfg,
-                norm_eval=False,
-                style='pytorch',
-                contract_dilation=True),
-            decode_head=dict(
-                type='DeepLabV3PlusHead',
-                in_channels=2048,
-                c1_in_channels=256,
-                c1_channels=256,
-                channels=256,
-                classifier_channels=256,
-                dilations=(12, 24, 36),
-                in_index=(0, 3),
-                dropout_ratio=0.1,
-                num_classes=21,
-                norm_cfg=norm_cfg,
-                align_corners=False,
-                loss_decode=dict(
-                    type='CrossEntropyLoss', use_sigmoid=False,
-                    loss_weight=1.0)),
-            train_cfg=dict(),
-            test_cfg=dict(mode='whole'))
-
-    Note that ``pretrained`` above names mmseg's ImageNet ResNetV1c-101
-    (stem 64); a stem of 128 needs matching weights.
+        decode_head = dict(
+            type='DeepLabV3PlusHead', in_channels=2048, c1_in_channels=256,
+            c1_channels=256, channels=256, classifier_channels=256,
+            dilations=(12, 24, 36), in_index=(0, 3), dropout_ratio=0.1,
+            num_classes=21, norm_cfg=dict(type='SyncBN', requires_grad=True),
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0))
 
     Args:
         in_channels (int): Channels of the high-level (ASPP) input, e.g.
