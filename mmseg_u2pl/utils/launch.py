@@ -201,7 +201,8 @@ def prepare_launch(cfg: Config, launcher: str = 'none') -> None:
 
     Sets ``cfg.launcher``; a distributed mean-teacher model without a
     ``model_wrapper_cfg`` gets ``MeanTeacherDistributedDataParallel``. With
-    CUDA, nothing else changes (MMEngine's NCCL path). Without CUDA: the process keeps the memory it frees for reuse
+    CUDA, nothing else changes (MMEngine's NCCL path). Without CUDA: the
+    process keeps the memory it frees for reuse
     (:func:`keep_freed_cpu_memory`; ``env_cfg.keep_freed_cpu_memory=False``
     turns it off), SyncBN becomes BN, a configured ``AmpOptimWrapper``
     becomes ``CPUAmpOptimWrapper``, and for ``launcher != 'none'`` the gloo

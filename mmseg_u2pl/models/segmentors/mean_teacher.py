@@ -15,9 +15,9 @@ from torch import Tensor, nn
 from ...utils import is_semi_iter, train_progress, warmup_iters
 from ..data_preprocessor import BRANCHES
 from ..utils.nonfinite import (DEFAULT_NONFINITE_CFG, SKIPPED_STEP_LOSS,
-                              NonFiniteGuard, nonfinite_loss_terms,
-                              optimizer_steps_dropped, restore_buffers,
-                              save_buffers, zero_loss)
+                               NonFiniteGuard, nonfinite_loss_terms,
+                               optimizer_steps_dropped, restore_buffers,
+                               save_buffers, zero_loss)
 
 STUDENT, TEACHER = 'student', 'teacher'
 
