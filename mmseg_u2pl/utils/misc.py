@@ -23,14 +23,20 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def train_progress() -> Tuple[Optional[int], Optional[int]]:
+def train_progress(
+        required: bool = False) -> Tuple[Optional[int], Optional[int]]:
     """``(iter, max_iters)`` of the running train loop, None outside one.
 
     ``iter`` is the 0-based index of the iteration being run, as mmengine's
-    ``RuntimeInfoHook`` records it in the current ``MessageHub``.
+    ``RuntimeInfoHook`` records it in the current ``MessageHub``. With
+    ``required``, an unknown progress raises a ``RuntimeError``.
     """
     hub = MessageHub.get_current_instance()
     cur_iter, max_iters = hub.get_info('iter'), hub.get_info('max_iters')
+    if required and (cur_iter is None or not max_iters):
+        raise RuntimeError(
+            'The training progress (iter / max_iters) is unknown; train '
+            'with an mmengine Runner (its RuntimeInfoHook records it).')
     return (None if cur_iter is None else int(cur_iter),
             None if max_iters is None else int(max_iters))
 

@@ -3,15 +3,10 @@
 
 The branch reads the feature map that a decode head feeds to its final
 classifier and maps it to a per-pixel embedding ``z`` used by the
-unreliable-pixel contrastive loss. Two pieces live here:
-
-* :func:`forward_with_classifier_input` runs any mmseg decode head and also
-  returns the input of its classifier (``conv_seg``), taken before the
-  head's own dropout. Every :class:`~mmseg.models.decode_heads.decode_head.
-  BaseDecodeHead` ends with ``cls_seg(feat)``, so this works for all of them
-  without relying on ``_forward_feature`` (which e.g. mmseg's DeepLabV3+
-  head lacks).
-* :class:`RepresentationHead`, the projection network applied to that map.
+unreliable-pixel contrastive loss. :func:`forward_with_classifier_input`
+runs any mmseg decode head and also returns the input of its classifier
+(``conv_seg``, before the head's dropout; every ``BaseDecodeHead`` ends with
+``cls_seg(feat)``); :class:`RepresentationHead` projects that map.
 """
 from typing import List, Optional, Tuple
 

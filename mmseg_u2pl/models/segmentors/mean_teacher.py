@@ -26,24 +26,16 @@ STUDENT, TEACHER = 'student', 'teacher'
 class MeanTeacherSegmentor(BaseSegmentor):
     """Student + EMA teacher around any mmseg segmentor (paper Sec. 3.1).
 
-    The student is built from ``segmentor``, a plain mmseg segmentor config
-    (e.g. an ``EncoderDecoder`` with any backbone and decode head). The
-    teacher is a copy of it that the optimizer never touches: its parameters
-    do not require gradients, it is updated only by
-    :class:`~mmseg_u2pl.engine.hooks.MeanTeacherHook`, and it stays in eval
-    mode although mmengine's train loops call ``model.train()``.
+    The student is any mmseg segmentor config; the teacher, its copy, has no
+    gradients, is updated only by :class:`~mmseg_u2pl.engine.hooks.
+    MeanTeacherHook` and stays in eval mode.
 
-    Training batches come from :class:`~mmseg_u2pl.datasets.SemiDataset`
-    through :class:`SemiSegDataPreProcessor`: ``inputs`` and ``data_samples``
-    are dicts with ``'labeled'`` and ``'unlabeled'`` branches. This base class
-    trains the student on the labeled branch only (the supervised warm-up, and
-    the supervised-only baseline); subclasses such as :class:`U2PL` add the
-    semi-supervised terms in :meth:`semi_loss`.
+    Training batches (:class:`~mmseg_u2pl.datasets.SemiDataset`) have
+    ``'labeled'`` and ``'unlabeled'`` branches. This class trains the student
+    on the labeled one; subclasses (:class:`U2PL`) add :meth:`semi_loss`.
 
-    ``predict`` / ``_forward`` use the network named by
-    ``semi_test_cfg.predict_on`` (``'teacher'`` by default). A checkpoint
-    holds both networks (``student.*``, ``teacher.*``); loading a plain mmseg
-    checkpoint (``load_from``) fills both.
+    ``predict`` uses ``semi_test_cfg.predict_on`` (``'teacher'``). A plain
+    mmseg checkpoint (``load_from``) fills both networks.
 
     Non-finite losses (``docs/robustness.md``): at the end of :meth:`loss`
     the loss terms are checked for NaN/Inf (one host read, agreed over the
@@ -63,18 +55,16 @@ class MeanTeacherSegmentor(BaseSegmentor):
             their own. Here: ``nonfinite_loss`` (``'skip'``, default, or
             ``'raise'``) and ``max_consecutive_nonfinite`` (5, or None for
             no limit). Defaults to None.
-        semi_test_cfg (OptConfigType): ``dict(predict_on='teacher')`` by
-            default.
+        semi_test_cfg (OptConfigType): Defaults to
+            ``dict(predict_on='teacher')``.
         channels_last (bool): Keep the 4-D weights of both networks in
             channels-last (NHWC) memory format (usually faster on GPUs with
             AMP). Checkpoints load into either layout. Defaults to False.
         init_cfg (OptMultiConfig): Initialisation config. Defaults to None.
 
     Example:
-        >>> model = dict(
-        ...     type='MeanTeacherSegmentor',
-        ...     segmentor=dict(type='EncoderDecoder', ...),  # any mmseg model
-        ...     semi_test_cfg=dict(predict_on='teacher'))
+        >>> model = dict(type='MeanTeacherSegmentor',
+        ...              segmentor=dict(type='EncoderDecoder', ...))
         >>> custom_hooks = [dict(type='MeanTeacherHook', warmup_iters=100)]
     """
 
@@ -115,18 +105,11 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 'head: a semi-supervised segmentor needs the student\'s '
                 '`decode_head` for pseudo-labels and losses. Add '
                 '`decode_head=dict(...)` to `model.segmentor`.')
-        self.teacher = copy.deepcopy(self.student)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
-        #: 4-D weights in channels-last memory format: convolutions then
-        #: compute (and pass on) NHWC activations. Initialisation, checkpoint
-        #: loading and the EMA write in place and keep the format.
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False).eval()
         self.channels_last = bool(channels_last)
         if self.channels_last:
-            self.student.to(memory_format=torch.channels_last)
-            self.teacher.to(memory_format=torch.channels_last)
-        #: whether the last :meth:`loss` was non-finite and undone (read by
-        #: MeanTeacherHook: no optimizer update, no teacher update)
+            self.to(memory_format=torch.channels_last)
+        #: whether the last :meth:`loss` was non-finite and undone
         self.step_skipped = False
         self._buffer_snapshot: Optional[List[Tensor]] = None
         #: whether :meth:`train_step` runs (it applies a skipped step)
@@ -136,13 +119,8 @@ class MeanTeacherSegmentor(BaseSegmentor):
     @staticmethod
     def _build_data_preprocessor(cfg: OptConfigType,
                                  segmentor: ConfigType) -> nn.Module:
-        """A ``SemiSegDataPreProcessor``, also from a plain mmseg config.
-
-        Without a config, the student's ``data_preprocessor`` settings are
-        used; a plain ``SegDataPreProcessor`` config (e.g. the top-level
-        ``data_preprocessor`` of an mmseg base config, which mmengine's
-        Runner injects into ``model``) is wrapped with the same settings.
-        """
+        """A ``SemiSegDataPreProcessor``, from the student's settings or a
+        plain ``SegDataPreProcessor`` config (as mmseg base configs give)."""
         if cfg is None:
             cfg = segmentor.get('data_preprocessor') or {}
         if isinstance(cfg, nn.Module):
@@ -164,9 +142,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
                 f'{sorted(known)}. Check the spelling in your config.')
         return cfg
 
-    # ------------------------------------------------------------------
-    # weights
-    # ------------------------------------------------------------------
     def init_weights(self) -> None:
         """Initialise the student, then make the teacher an exact copy."""
         super().init_weights()
@@ -185,9 +160,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
             for net in (STUDENT, TEACHER):
                 state_dict[f'{prefix}{net}.{plain}'] = value
 
-    # ------------------------------------------------------------------
-    # modes
-    # ------------------------------------------------------------------
     def train(self, mode: bool = True) -> 'MeanTeacherSegmentor':
         """Set train mode for everything but the teacher (always eval)."""
         super().train(mode)
@@ -196,12 +168,8 @@ class MeanTeacherSegmentor(BaseSegmentor):
 
     @property
     def semi_active(self) -> Optional[bool]:
-        """Whether the running iteration is past the warm-up.
-
-        Read from the runtime info of the ``MessageHub``: the iteration
-        (mmengine's ``RuntimeInfoHook``) and the warm-up length
-        (``MeanTeacherHook``). None when either is unknown.
-        """
+        """Whether the iteration is past the warm-up (both read from the
+        ``MessageHub``'s runtime info); None when either is unknown."""
         cur_iter, t_w = train_progress()[0], warmup_iters()
         if cur_iter is None or t_w is None:
             return None
@@ -212,9 +180,6 @@ class MeanTeacherSegmentor(BaseSegmentor):
         """The network used by ``predict`` and ``_forward``."""
         return getattr(self, self.semi_test_cfg['predict_on'])
 
-    # ------------------------------------------------------------------
-    # inference: delegate to the predictor
-    # ------------------------------------------------------------------
     def extract_feat(self, inputs: Tensor):
         return self.predictor.extract_feat(inputs)
 
@@ -229,19 +194,14 @@ class MeanTeacherSegmentor(BaseSegmentor):
     def _forward(self, inputs: Tensor, data_samples: OptSampleList = None):
         return self.predictor._forward(inputs, data_samples)
 
-    # ------------------------------------------------------------------
-    # training
-    # ------------------------------------------------------------------
     def train_step(self,
                    data: dict,
                    optim_wrapper: OptimWrapper,
                    wrapper: Optional[nn.Module] = None) -> Dict[str, Tensor]:
         """One training step: losses, non-finite guard, parameter update.
 
-        As mmengine's ``BaseModel.train_step`` (preprocess, forward, parse,
-        update), except that the update of a step :meth:`loss` skipped for
-        a non-finite loss changes no parameter (the gradients are dropped
-        before the optimizer step, see :func:`optimizer_steps_dropped`).
+        As ``BaseModel.train_step``, except that a step :meth:`loss` skipped
+        for a non-finite loss updates no parameter.
 
         Args:
             data (dict): A batch from the dataloader.
@@ -300,34 +260,21 @@ class MeanTeacherSegmentor(BaseSegmentor):
             losses = self.semi_loss(inputs, data_samples)
         return self._guard_nonfinite(losses)
 
-    # ------------------------------------------------------------------
-    # numerical safety
-    # ------------------------------------------------------------------
     def begin_step(self) -> None:
-        """Remember the state that a training forward changes.
-
-        The student's buffers (BN running statistics) change during its
-        forward; they are copied here (a few KB to MB) so that a skipped
-        step can restore them. Subclasses stage their other state instead.
-        """
+        """Copy the student's buffers (BN statistics) a skipped step
+        restores; subclasses stage their other state instead."""
         self._buffer_snapshot = save_buffers(self.student)
 
     @torch.no_grad()
     def end_step(self, keep: bool) -> None:
-        """Keep or undo the state changes of the step begun last.
-
-        Args:
-            keep (bool): False restores the student's buffers.
-        """
+        """Keep or undo (``keep=False``) the step begun last."""
         snapshot, self._buffer_snapshot = self._buffer_snapshot, None
         if not keep and snapshot is not None:
             restore_buffers(self.student, snapshot)
 
     def _guard_nonfinite(self, losses: dict) -> dict:
-        """Return ``losses``, or undo and skip (or raise) a non-finite step.
-
-        See "Non-finite losses" in the class docstring.
-        """
+        """Return ``losses``, or undo and skip (or raise) a non-finite
+        step (see the class docstring)."""
         bad_terms = nonfinite_loss_terms(losses)
         self.step_skipped = bool(bad_terms)
         self.end_step(keep=not bad_terms)
@@ -349,13 +296,3 @@ class MeanTeacherSegmentor(BaseSegmentor):
                   data_samples: Dict[str, SampleList]) -> dict:
         """Losses after the warm-up. The base class stays supervised."""
         return self.supervised_loss(inputs['labeled'], data_samples['labeled'])
-
-    @staticmethod
-    def train_progress() -> tuple:
-        """``(cur_iter, max_iters)`` of the running train loop."""
-        cur_iter, max_iters = train_progress()
-        if cur_iter is None or not max_iters:
-            raise RuntimeError(
-                'The training progress (iter / max_iters) is unknown; train '
-                'with an mmengine Runner (its RuntimeInfoHook records it).')
-        return cur_iter, max_iters

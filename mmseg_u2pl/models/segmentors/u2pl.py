@@ -17,7 +17,7 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig, SampleList,
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from ...utils import warmup_iters
+from ...utils import train_progress, warmup_iters
 from ..heads.representation_head import (classifier_in_channels,
                                          forward_with_classifier_input)
 from ..utils.cutmix import apply_cutmix, cutmix_masks
@@ -292,7 +292,7 @@ class U2PL(MeanTeacherSegmentor):
             'unlabeled']
         num_l, num_u = img_l.shape[0], img_u.shape[0]
         crop = img_u.shape[-2:]
-        cur_iter, max_iters = self.train_progress()
+        cur_iter, max_iters = train_progress(required=True)
         alpha_t = alpha_schedule(cfg['alpha_0'], cur_iter, max_iters,
                                  self._alpha_decay_start_iter())
 
