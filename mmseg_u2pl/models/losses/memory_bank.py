@@ -40,12 +40,9 @@ def _expand_capacity(capacity: Union[int, Sequence[int]],
 
 
 class StagedPush(NamedTuple):
-    """A push waiting for :meth:`CategoryMemoryBank.commit`.
-
-    The new content is not copied out of the caller's feature table: row
-    ``rows[k]`` of the bank receives ``table[source[k]]``, gathered (and
-    cast to the bank's dtype) only when it is written or sampled.
-    """
+    """A push waiting for :meth:`CategoryMemoryBank.commit`: bank row
+    ``rows[k]`` receives ``table[source[k]]`` (gathered only when written
+    or sampled)."""
     rows: Tensor  # (K',) rows of ``features`` to write
     source: Tensor  # (K',) the rows of ``table`` that they receive
     table: Tensor  # (R, D) detached features, on the bank's device
@@ -56,16 +53,12 @@ class StagedPush(NamedTuple):
 class CategoryMemoryBank(nn.Module):
     """One FIFO queue of feature vectors per class (a ring buffer each).
 
-    The queues are stored back to back in one ``features`` buffer of shape
-    ``(sum(capacity), feat_channels)``; ``ptr[c]`` is the next slot that
-    class ``c`` writes (its oldest entry once the queue is full) and
-    ``fill[c]`` how many of its slots hold data. These three buffers are
-    persistent; the per-class capacities and offsets are derived from the
-    constructor arguments and are not saved.
-
-    Rows with NaN/Inf are never stored. A push can be staged
-    (:meth:`stage`) and then committed or discarded, so that a training step
-    that turns out to be bad leaves the bank untouched.
+    The queues lie back to back in one ``features`` buffer ``(sum(capacity),
+    D)``; ``ptr[c]`` is the next slot class ``c`` writes and ``fill[c]`` how
+    many of its slots hold data (the three persistent buffers). Rows with
+    NaN/Inf are never stored. A push can be staged (:meth:`stage`), then
+    committed or discarded, so that a bad training step leaves the bank
+    untouched.
 
     Args:
         num_classes (int): Number of classes ``C`` (one queue each).
@@ -145,22 +138,17 @@ class CategoryMemoryBank(nn.Module):
              index: Optional[Tensor] = None) -> None:
         """Append ``feats[k]`` to the queue of class ``class_ids[k]``.
 
-        Rows enter their queue in the order given. A full queue overwrites
-        its oldest entries; when more rows than its capacity arrive for one
-        class in a single call, the last ``capacity`` of them are kept. Rows
-        that are not finite (NaN or Inf in any channel, after the cast to the
-        bank's dtype) are dropped: they neither enter a queue nor move its
-        pointer.
+        Rows enter in the order given; a full queue overwrites its oldest
+        entries (of more rows than its capacity, the last ``capacity`` are
+        kept). Non-finite rows (also after the cast to the bank's dtype) are
+        dropped and do not move the pointer.
 
         Args:
             class_ids (Tensor): ``(K,)`` integer class of each row.
-            feats (Tensor): ``(K, D)`` features; detached and cast to the
-                bank's dtype and device. With ``index``, a table ``(R, D)``
-                of which row ``index[k]`` goes to class ``class_ids[k]``
-                (one feature may enter several queues without being copied
-                first).
+            feats (Tensor): ``(K, D)`` features (detached, cast to the
+                bank's dtype and device), or with ``index`` a table
+                ``(R, D)`` whose row ``index[k]`` goes to ``class_ids[k]``.
             index (Tensor, optional): ``(K,)`` rows of ``feats``.
-                Defaults to None (``feats[k]`` for ``class_ids[k]``).
         """
         self.stage(class_ids, feats, index)
         self.commit()
@@ -170,26 +158,12 @@ class CategoryMemoryBank(nn.Module):
               class_ids: Tensor,
               feats: Tensor,
               index: Optional[Tensor] = None) -> None:
-        """Prepare a :meth:`push` without writing it yet.
+        """Prepare a :meth:`push` (same arguments) without writing it.
 
-        Until :meth:`commit` writes it or :meth:`discard` drops it, sampling
-        and :meth:`fill_ratio` see the bank as if the push had happened,
-        while the buffers (``features``, ``ptr``, ``fill``, hence
-        ``state_dict``) and :meth:`get` keep the committed state. A training
-        step can so use its own negatives and still leave the bank untouched
-        when the step is skipped (e.g. for a non-finite loss).
-
-        Args:
-            class_ids (Tensor): ``(K,)`` integer class of each row.
-            feats (Tensor): ``(K, D)`` features, or a table ``(R, D)``
-                with ``index``, as for :meth:`push`. It is not copied:
-                do not modify it in place before the commit.
-            index (Tensor, optional): ``(K,)`` rows of ``feats``, as for
-                :meth:`push`.
-
-        Raises:
-            RuntimeError: If a staged push is neither committed nor
-                discarded.
+        Until :meth:`commit` or :meth:`discard`, sampling and
+        :meth:`fill_ratio` see the push as done, while the buffers (hence
+        ``state_dict``) and :meth:`get` keep the committed state. ``feats``
+        is not copied: do not modify it in place before the commit.
         """
         self._check_class_ids(class_ids, 'push')
         if index is None:
@@ -219,9 +193,7 @@ class CategoryMemoryBank(nn.Module):
                class_ids: Tensor,
                feats: Tensor,
                index: Optional[Tensor] = None) -> None:
-        """:meth:`stage` without the checks of its arguments, for callers
-        whose class ids lie in ``[0, C)`` by construction (the range check
-        reads the ids on the host: a synchronisation on a GPU)."""
+        """:meth:`stage` without the (synchronising) argument checks."""
         if self._staged is not None:
             raise RuntimeError(
                 'CategoryMemoryBank.stage: a staged push is pending; call '
@@ -255,13 +227,8 @@ class CategoryMemoryBank(nn.Module):
         return table.index_select(0, index).to(self.dtype)
 
     def _finite_rows(self, table: Tensor) -> Tensor:
-        """``(R,)`` bool: the row has no NaN/Inf, also after the cast.
-
-        A row sum is NaN/Inf when an entry is (one cheap pass instead of an
-        elementwise ``isfinite``; a finite row whose float32 sum overflows,
-        beyond 1e38, counts as non-finite). A narrower bank dtype (float16)
-        also needs every entry within its range.
-        """
+        """``(R,)`` bool: no NaN/Inf in the row, also after the cast (one
+        row sum; a float32 sum overflow counts as non-finite)."""
         finite = torch.isfinite(table.sum(dim=1, dtype=torch.float32))
         limit = torch.finfo(self.dtype).max
         if limit < torch.finfo(table.dtype).max:
@@ -313,10 +280,8 @@ class CategoryMemoryBank(nn.Module):
             num: int,
             generator: Optional[torch.Generator] = None
     ) -> Tuple[Tensor, Tensor]:
-        """Draw ``num`` entries of the queue of each ``class_ids[k]``.
-
-        Entries are drawn uniformly with replacement among the filled slots
-        of the class, independently for every ``k``.
+        """Draw ``num`` entries (uniformly, with replacement) of the queue
+        of each ``class_ids[k]``.
 
         Args:
             class_ids (Tensor): ``(K,)`` integer class ids (repeats allowed).
@@ -374,12 +339,8 @@ class CategoryMemoryBank(nn.Module):
         """Bank ``rows``, taken from ``table[source]`` where ``source >= 0``.
 
         ``masked`` (default: off the CPU) selects between two full gathers
-        without a host-device synchronisation; otherwise, as on the CPU,
-        where data-dependent sizes cost no sync, all rows are gathered from
-        the bank in one ``index_select`` and only the few that this step's
-        push rewrites are then taken from the table (an ``index_put`` of all
-        rows costs several times an ``index_select``). Both give the same
-        result.
+        without a host synchronisation; otherwise (cheaper on the CPU) only
+        the rows the staged push rewrites are copied from the table.
         """
         staged = source >= 0
         if masked is None:
@@ -415,14 +376,8 @@ class CategoryMemoryBank(nn.Module):
         return self.sample_for(class_ids, num, generator)
 
     def get(self, class_id: int) -> Tensor:
-        """The live entries of one class in FIFO order, oldest first.
-
-        Args:
-            class_id (int): The class.
-
-        Returns:
-            Tensor: ``(fill[class_id], D)`` features.
-        """
+        """The ``(fill[class_id], D)`` live entries of a class, oldest
+        first."""
         if not 0 <= int(class_id) < self.num_classes:
             raise ValueError('CategoryMemoryBank.get: class_id must lie in '
                              f'[0, {self.num_classes}), got {class_id}')
@@ -439,8 +394,5 @@ class CategoryMemoryBank(nn.Module):
         return self.fill if self._staged is None else self._staged.fill
 
     def fill_ratio(self) -> Tensor:
-        """Filled fraction of every queue, ``(C,)`` float32, for logging.
-
-        A staged push counts as done (see :meth:`stage`).
-        """
+        """Filled fraction of every queue (a staged push counts)."""
         return self.current_fill().float() / self.capacity.float()
