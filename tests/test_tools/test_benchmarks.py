@@ -350,7 +350,7 @@ def test_count_host_syncs_cpu_run():
 
     # without the contrastive term: the non-finite loss check only
     assert ours(tables[1]) == [
-        'mmseg_u2pl/models/segmentors/mean_teacher.py nonfinite_loss_terms'
+        'mmseg_u2pl/models/utils/nonfinite.py nonfinite_loss_terms'
     ]
     # with it: the label check, the candidate counts (which size the bank
     # push), the push's finite-row check and, on the CPU only, the bank's
@@ -360,6 +360,6 @@ def test_count_host_syncs_cpu_run():
         'mmseg_u2pl/models/losses/contrastive_loss.py _update_memory_bank',
         'mmseg_u2pl/models/losses/memory_bank.py _gather_staged',
         'mmseg_u2pl/models/losses/memory_bank.py _plan_push',
-        'mmseg_u2pl/models/segmentors/mean_teacher.py nonfinite_loss_terms',
+        'mmseg_u2pl/models/utils/nonfinite.py nonfinite_loss_terms',
     ]
     assert '| u2pl | 7 | CUDA only |' in proc.stdout, proc.stdout
