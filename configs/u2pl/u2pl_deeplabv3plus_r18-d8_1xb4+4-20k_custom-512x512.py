@@ -110,29 +110,21 @@ model = dict(
 
 # Data: 4 labeled + 4 unlabeled images per GPU and iteration, the same
 # geometric augmentation on both sides.
+augmentation = [  # the same geometric augmentation on both sides
+    dict(
+        type='RandomResize',
+        scale=scale,
+        ratio_range=(0.5, 2.0),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(
-        type='RandomResize',
-        scale=scale,
-        ratio_range=(0.5, 2.0),
-        keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-unlabeled_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(
-        type='RandomResize',
-        scale=scale,
-        ratio_range=(0.5, 2.0),
-        keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
+] + augmentation
+unlabeled_pipeline = [dict(type='LoadImageFromFile')] + augmentation
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=scale, keep_ratio=True),
