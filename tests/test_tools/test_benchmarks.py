@@ -353,12 +353,10 @@ def test_count_host_syncs_cpu_run():
         'mmseg_u2pl/models/utils/nonfinite.py nonfinite_loss_terms'
     ]
     # with it: the label check, the candidate counts (which size the bank
-    # push), the push's finite-row check and, on the CPU only, the bank's
-    # sampling of staged rows (a masked form on GPUs)
+    # push) and the push's finite-row check
     assert ours(tables[2]) == [
         'mmseg_u2pl/models/losses/contrastive_loss.py _check_inputs',
         'mmseg_u2pl/models/losses/contrastive_loss.py _update_memory_bank',
-        'mmseg_u2pl/models/losses/memory_bank.py _gather_staged',
         'mmseg_u2pl/models/losses/memory_bank.py _plan_push',
         'mmseg_u2pl/models/utils/nonfinite.py nonfinite_loss_terms',
     ]

@@ -54,10 +54,12 @@ def test_fractions_and_plan():
         with pytest.raises(ValueError, match=repr(bad)):
             le.parse_fraction(bad)
     runs = le.plan_runs(list(le.METHODS), ['1-16', '1-8'], [0, 1])
-    # (3 methods x 2 fractions + the upper bound) x 2 seeds, longest first
+    # (3 methods x 2 fractions + the upper bound) x 2 seeds, seed by seed,
+    # longest first within a seed
     assert len(runs) == 14
-    assert [r.method for r in runs[:4]] == ['u2pl'] * 4
-    assert runs[-1].method == 'supervised'
+    assert [r.seed for r in runs] == [0] * 7 + [1] * 7
+    assert [r.method for r in runs[:2]] == ['u2pl'] * 2
+    assert runs[6].method == runs[-1].method == 'supervised'
     full = [r for r in runs if r.method == 'supervised-full']
     assert [(r.fraction, r.seed) for r in full] == [('full', 0), ('full', 1)]
     assert runs[0].name == 'u2pl_1-16_seed0'

@@ -85,12 +85,12 @@ METHODS = {
     'supervised-full':
     'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy-full-64x64.py',
 }
-_TOY21 = '1xb4+4-2k_toy21-1-16-64x64.py'
+_TOY21 = '1xb4+4-1k_toy21-1-16-64x64.py'
 #: The ToyShapes21 benchmark: method -> config (1/16 labels; the split of
 #: another fraction is set on the command line as for the toy).
 TOY21_METHODS = {
     'supervised':
-    'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy21-1-16-64x64.py',
+    'configs/supervised/deeplabv3plus_r18-d8_1xb4-1k_toy21-1-16-64x64.py',
     'cutmix-mt':
     'configs/u2pl/cutmix-mt_deeplabv3plus_r18-d8_' + _TOY21,
     'u2pl-nocontrast':
@@ -102,7 +102,7 @@ TOY21_METHODS = {
     'u2pl-all-neg':
     'configs/u2pl/u2pl-all-neg_deeplabv3plus_r18-d8_' + _TOY21,
     'supervised-full':
-    'configs/supervised/deeplabv3plus_r18-d8_1xb4-2k_toy21-full-64x64.py',
+    'configs/supervised/deeplabv3plus_r18-d8_1xb4-1k_toy21-full-64x64.py',
 }
 LOWER, UPPER = 'supervised', 'supervised-full'
 SEMI_METHODS = ('cutmix-mt', 'u2pl-nocontrast', 'u2pl', 'u2pl-reliable-neg',
@@ -113,7 +113,7 @@ FULL = 'full'
 #: (``tools/dataset_converters/make_toy_dataset.py``).
 SPLIT_FILE = 'splits/{kind}_{fraction}.txt'
 RESULT_FILE = 'label_efficiency_result.json'
-#: Longest runs first, so that parallel jobs end together.
+#: Longest runs of a seed first, so that parallel jobs end together.
 COST_ORDER = ('u2pl', 'u2pl-reliable-neg', 'u2pl-all-neg', 'u2pl-nocontrast',
               'cutmix-mt', 'supervised-full', 'supervised')
 
@@ -187,7 +187,8 @@ def plan_runs(methods: Sequence[str],
               fractions: Sequence[str],
               seeds: Sequence[int],
               available: Optional[Dict[str, str]] = None) -> List[RunSpec]:
-    """Every training the benchmark needs, longest first.
+    """Every training the benchmark needs: seed by seed (an interrupted
+    benchmark leaves whole seeds, which pair), longest first within one.
 
     ``supervised-full`` is trained once per seed (fraction ``full``); the
     other methods once per fraction and seed. ``available`` are the
@@ -207,7 +208,7 @@ def plan_runs(methods: Sequence[str],
                 runs.append(RunSpec(method, FULL, seed))
             else:
                 runs += [RunSpec(method, f, seed) for f in fractions]
-    return sorted(runs, key=lambda r: COST_ORDER.index(r.method))
+    return sorted(runs, key=lambda r: (r.seed, COST_ORDER.index(r.method)))
 
 
 # ---------------------------------------------------------------------------

@@ -177,9 +177,9 @@ class UnreliableContrastiveLoss(nn.Module):
     candidates are pushed into the bank, gathered from all ranks, before the
     negatives are drawn.
 
-    The state changed by a step (bank push, momentum prototype) can be
-    staged with ``defer_update=True`` and committed only when the step is
-    kept; features with NaN/Inf never enter the bank.
+    ``forward`` writes the state of a step (bank push, momentum prototype)
+    and :meth:`end_step` keeps or reverts it, so that a skipped training
+    step leaves it untouched; features with NaN/Inf never enter the bank.
 
     In distributed training prototypes use the sums and counts of all ranks,
     every rank pushes the same gathered candidates (identical banks), and
@@ -291,8 +291,8 @@ class UnreliableContrastiveLoss(nn.Module):
                                  torch.zeros(num_classes, feat_channels))
             self.register_buffer('prototype_initialized',
                                  torch.zeros(num_classes, dtype=torch.bool))
-        #: ``(prototype, prototype_initialized)`` waiting for a commit
-        self._staged_prototype: Optional[Tuple[Tensor, Tensor]] = None
+        #: ``(prototype, prototype_initialized)`` before the last forward
+        self._prototype_undo: Optional[Tuple[Tensor, Tensor]] = None
 
     @property
     def loss_name(self) -> str:
@@ -418,20 +418,16 @@ class UnreliableContrastiveLoss(nn.Module):
             teacher_probs: Tensor,
             labels: Tensor,
             num_labeled: int,
-            alpha: float,
-            defer_update: bool = False) -> Tuple[Tensor, Dict[str, Tensor]]:
+            alpha: float) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Update the memory bank and compute the contrastive loss.
 
         All inputs are at the representation resolution ``(h, w)``; the
         first ``num_labeled`` images are labeled, the rest are the (mixed)
         unlabeled images.
 
-        With ``defer_update=True`` the state this step changes (the memory
-        bank push and the momentum prototype) is only staged: the loss is
-        the same, but the buffers change when :meth:`commit_update` is
-        called, and :meth:`discard_update` leaves them untouched (a skipped
-        training step). An update neither committed nor discarded is
-        dropped by the next call.
+        The state this step changes (the memory bank push and the momentum
+        prototype) is written at once; :meth:`end_step` with ``keep=False``
+        reverts it (a skipped training step).
 
         Args:
             student_feats (Tensor): ``(B, D, h, w)`` student representation
@@ -444,8 +440,6 @@ class UnreliableContrastiveLoss(nn.Module):
                 invalid.
             num_labeled (int): Number of labeled images ``B_l``.
             alpha (float): ``alpha_t`` in percent.
-            defer_update (bool): Stage the state update instead of writing
-                it. Defaults to False.
 
         Returns:
             tuple[Tensor, dict[str, Tensor]]: The weighted loss (float32
@@ -455,29 +449,23 @@ class UnreliableContrastiveLoss(nn.Module):
         """
         self._check_inputs(student_feats, teacher_feats, teacher_probs, labels,
                            num_labeled, alpha)
-        self.discard_update()
+        self._prototype_undo = None
         # similarities and cross-entropy in float32, whatever AMP does
         with torch.autocast(
                 device_type=student_feats.device.type, enabled=False):
             out = self._forward(student_feats, teacher_feats, teacher_probs,
                                 labels, int(num_labeled), float(alpha))
-        if not defer_update:
-            self.commit_update()
         return out
 
     @torch.no_grad()
-    def commit_update(self) -> None:
-        """Write the staged bank push and prototype (see ``forward``)."""
-        self.memory_bank.commit()
-        staged, self._staged_prototype = self._staged_prototype, None
-        if staged is not None:
-            self.prototype.copy_(staged[0])
-            self.prototype_initialized.copy_(staged[1])
-
-    def discard_update(self) -> None:
-        """Drop the staged bank push and prototype (see ``forward``)."""
-        self.memory_bank.discard()
-        self._staged_prototype = None
+    def end_step(self, keep: bool) -> None:
+        """Keep the state the last ``forward`` wrote, or revert it
+        (``keep=False``: bank and prototype bit for bit as before it)."""
+        self.memory_bank.end_step(keep)
+        undo, self._prototype_undo = self._prototype_undo, None
+        if not keep and undo is not None:
+            self.prototype.copy_(undo[0])
+            self.prototype_initialized.copy_(undo[1])
 
     def _pixel_masks(self, teacher_probs: Tensor, labels: Tensor,
                      num_labeled: int, alpha: float) -> Dict[str, Tensor]:
@@ -548,14 +536,16 @@ class UnreliableContrastiveLoss(nn.Module):
             self.prototype_initialized.unsqueeze(1),
             momentum * previous + (1 - momentum) * batch_mean, batch_mean)
         prototype = torch.where(present.unsqueeze(1), updated, previous)
-        self._staged_prototype = (prototype.to(self.prototype.dtype),
-                                  self.prototype_initialized | present)
+        self._prototype_undo = (self.prototype.clone(),
+                                self.prototype_initialized.clone())
+        self.prototype.copy_(prototype)
+        self.prototype_initialized |= present
         return prototype, reliable_count, anchor_count
 
     @torch.no_grad()
     def _update_memory_bank(self, teacher_feats: Tensor,
                             negative_mask: Tensor) -> int:
-        """Stage a push of the negative candidates of all ranks.
+        """Push the negative candidates of all ranks into the bank.
 
         Each rank first keeps a random subset of at most
         ``ceil(capacity_c / world_size)`` candidates of class ``c``, so that
@@ -602,15 +592,14 @@ class UnreliableContrastiveLoss(nn.Module):
         # classes, so the bank gathers its rows from this table itself
         table = teacher_feats.detach().permute(0, 2, 3, 1).reshape(
             -1, self.feat_channels)
-        # staged: committed by ``forward`` or by the caller (defer_update);
-        # rows with NaN/Inf features never enter the bank. The ids come
-        # from nonzero over C columns: staged without the range check.
+        # rows with NaN/Inf features never enter the bank; the ids come
+        # from nonzero over C columns: pushed without the range check
         if world_size == 1:
-            self.memory_bank._stage(class_ids, table, pixels)
+            self.memory_bank.push(class_ids, table, pixels, check=False)
             return class_ids.shape[0]
         feats = table.index_select(0, pixels).to(self.memory_bank.dtype)
         class_ids, feats = _all_gather_rows([class_ids, feats])
-        self.memory_bank._stage(class_ids, feats)
+        self.memory_bank.push(class_ids, feats, check=False)
         return class_ids.shape[0]
 
     def _sample_anchors(self, anchor_mask: Tensor) -> Tuple[Tensor, Tensor]:
@@ -680,8 +669,8 @@ class UnreliableContrastiveLoss(nn.Module):
                                               masks['negative_mask'])
 
         # ids come from arange/nonzero over C: no need to check their range
-        negatives, bank_valid = self.memory_bank._sample_rows(
-            class_ids, self.num_negatives)
+        negatives, bank_valid = self.memory_bank.sample_for(
+            class_ids, self.num_negatives, check=False)
         # anchor rows read straight from (B, D, h, w): no transposed copy
         batch, channels = student_feats.shape[:2]
         per_image = student_feats[0, 0].numel()
@@ -697,7 +686,7 @@ class UnreliableContrastiveLoss(nn.Module):
                 torch.where(used, per_anchor, torch.zeros_like(per_anchor)))
         # a class contributes with anchors on some rank and a non-empty bank
         # (identical on all ranks), when at least two classes are present
-        bank_filled = self.memory_bank.current_fill() > 0
+        bank_filled = self.memory_bank.fill > 0
         contributing = (anchor_count > 0) & bank_filled & (
             (reliable_count > 0).sum() >= 2)
         # sum of local anchor losses / global anchor count * world_size:

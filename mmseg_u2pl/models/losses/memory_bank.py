@@ -6,7 +6,7 @@ candidates of that class. All queues live in a single flat buffer so that
 ``state_dict``, resume and ``.to(device)`` handle the bank like any other
 model state, and so that pushing and sampling are vectorised across classes.
 """
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -17,37 +17,19 @@ from ...utils.misc import is_int
 def _expand_capacity(capacity: Union[int, Sequence[int]],
                      num_classes: int) -> list:
     """Turn ``capacity`` into one positive int per class, or raise."""
-    if isinstance(capacity, bool):
-        raise TypeError('CategoryMemoryBank: capacity must be an int or a '
-                        f'sequence of ints, got {capacity!r}')
-    if isinstance(capacity, int):
-        capacities = [capacity] * num_classes
+    if is_int(capacity):
+        sizes = [capacity] * num_classes
     elif isinstance(capacity, Sequence) and not isinstance(capacity, str):
-        capacities = list(capacity)
-        if len(capacities) != num_classes:
-            raise ValueError(
-                'CategoryMemoryBank: capacity must give one size per class: '
-                f'got {len(capacities)} sizes for num_classes={num_classes}; '
-                'pass a single int to use the same size for every class')
+        sizes = list(capacity)
     else:
-        raise TypeError('CategoryMemoryBank: capacity must be an int or a '
-                        f'sequence of ints, got {capacity!r}')
-    for cls, size in enumerate(capacities):
-        if not is_int(size) or size <= 0:
-            raise ValueError('CategoryMemoryBank: every capacity must be a '
-                             f'positive int, got {size!r} for class {cls}')
-    return capacities
-
-
-class StagedPush(NamedTuple):
-    """A push waiting for :meth:`CategoryMemoryBank.commit`: bank row
-    ``rows[k]`` receives ``table[source[k]]`` (gathered only when written
-    or sampled)."""
-    rows: Tensor  # (K',) rows of ``features`` to write
-    source: Tensor  # (K',) the rows of ``table`` that they receive
-    table: Tensor  # (R, D) detached features, on the bank's device
-    ptr: Tensor  # (C,) ``ptr`` after the push
-    fill: Tensor  # (C,) ``fill`` after the push
+        sizes = []
+    if len(sizes) != num_classes or not all(
+            is_int(size) and size > 0 for size in sizes):
+        raise ValueError(
+            'CategoryMemoryBank: capacity must be a positive int or one '
+            f'positive int per class (num_classes={num_classes}), got '
+            f'{capacity!r}')
+    return sizes
 
 
 class CategoryMemoryBank(nn.Module):
@@ -56,8 +38,8 @@ class CategoryMemoryBank(nn.Module):
     The queues lie back to back in one ``features`` buffer ``(sum(capacity),
     D)``; ``ptr[c]`` is the next slot class ``c`` writes and ``fill[c]`` how
     many of its slots hold data (the three persistent buffers). Rows with
-    NaN/Inf are never stored. A push can be staged (:meth:`stage`), then
-    committed or discarded, so that a bad training step leaves the bank
+    NaN/Inf are never stored. The last push can be reverted
+    (:meth:`end_step`), so that a skipped training step leaves the bank
     untouched.
 
     Args:
@@ -104,7 +86,8 @@ class CategoryMemoryBank(nn.Module):
         self.register_buffer('capacity', sizes, persistent=False)
         self.register_buffer(
             'offsets', torch.cumsum(sizes, 0) - sizes, persistent=False)
-        self._staged: Optional[StagedPush] = None
+        #: how to revert the last push (:meth:`end_step`)
+        self._undo: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -135,13 +118,15 @@ class CategoryMemoryBank(nn.Module):
     def push(self,
              class_ids: Tensor,
              feats: Tensor,
-             index: Optional[Tensor] = None) -> None:
+             index: Optional[Tensor] = None,
+             check: bool = True) -> None:
         """Append ``feats[k]`` to the queue of class ``class_ids[k]``.
 
         Rows enter in the order given; a full queue overwrites its oldest
         entries (of more rows than its capacity, the last ``capacity`` are
         kept). Non-finite rows (also after the cast to the bank's dtype) are
-        dropped and do not move the pointer.
+        dropped and do not move the pointer. Until the next push or
+        :meth:`end_step`, the push can be reverted.
 
         Args:
             class_ids (Tensor): ``(K,)`` integer class of each row.
@@ -149,22 +134,32 @@ class CategoryMemoryBank(nn.Module):
                 bank's dtype and device), or with ``index`` a table
                 ``(R, D)`` whose row ``index[k]`` goes to ``class_ids[k]``.
             index (Tensor, optional): ``(K,)`` rows of ``feats``.
+            check (bool): Validate the arguments (the id range costs a
+                host synchronisation; the loss passes ids it built).
+                Defaults to True.
         """
-        self.stage(class_ids, feats, index)
-        self.commit()
+        if check:
+            self._check_push(class_ids, feats, index)
+        self._undo = None
+        if class_ids.shape[0] == 0:
+            return
+        device = self.features.device
+        class_ids = class_ids.to(device=device, dtype=torch.long)
+        table = feats.detach().to(device=device)
+        if index is None:
+            index = torch.arange(class_ids.shape[0], device=device)
+        rows, source, counts = self._plan_push(class_ids, table,
+                                               index.to(device, torch.long))
+        self._undo = (rows, self.features.index_select(0, rows),
+                      self.ptr.clone(), self.fill.clone())
+        self.features.index_copy_(
+            0, rows,
+            table.index_select(0, source).to(self.dtype))
+        self.ptr.copy_((self.ptr + counts) % self.capacity)
+        self.fill.copy_(torch.minimum(self.fill + counts, self.capacity))
 
-    @torch.no_grad()
-    def stage(self,
-              class_ids: Tensor,
-              feats: Tensor,
-              index: Optional[Tensor] = None) -> None:
-        """Prepare a :meth:`push` (same arguments) without writing it.
-
-        Until :meth:`commit` or :meth:`discard`, sampling and
-        :meth:`fill_ratio` see the push as done, while the buffers (hence
-        ``state_dict``) and :meth:`get` keep the committed state. ``feats``
-        is not copied: do not modify it in place before the commit.
-        """
+    def _check_push(self, class_ids: Tensor, feats: Tensor,
+                    index: Optional[Tensor]) -> None:
         self._check_class_ids(class_ids, 'push')
         if index is None:
             rows_needed = f'({class_ids.shape[0]}, {self.feat_channels})'
@@ -186,45 +181,18 @@ class CategoryMemoryBank(nn.Module):
                 f'CategoryMemoryBank.push: feats must have shape '
                 f'{rows_needed} to match class_ids and feat_channels, got '
                 f'{tuple(feats.shape)}')
-        self._stage(class_ids, feats, index)
 
     @torch.no_grad()
-    def _stage(self,
-               class_ids: Tensor,
-               feats: Tensor,
-               index: Optional[Tensor] = None) -> None:
-        """:meth:`stage` without the (synchronising) argument checks."""
-        if self._staged is not None:
-            raise RuntimeError(
-                'CategoryMemoryBank.stage: a staged push is pending; call '
-                'commit() or discard() before staging (or pushing) again')
-        if class_ids.shape[0] == 0:
+    def end_step(self, keep: bool) -> None:
+        """Keep the last push, or revert it (``keep=False``: the buffers
+        become bit for bit what they were before it)."""
+        undo, self._undo = self._undo, None
+        if keep or undo is None:
             return
-        self._staged = self._plan_push(class_ids, feats, index)
-
-    @torch.no_grad()
-    def commit(self) -> None:
-        """Write the staged push into the bank (no-op without one)."""
-        staged, self._staged = self._staged, None
-        if staged is None:
-            return
-        self.features.index_copy_(0, staged.rows,
-                                  self._gather(staged.table, staged.source))
-        self.ptr.copy_(staged.ptr)
-        self.fill.copy_(staged.fill)
-
-    def discard(self) -> None:
-        """Drop the staged push: the bank stays as it was."""
-        self._staged = None
-
-    @property
-    def has_staged(self) -> bool:
-        """Whether a staged push waits for :meth:`commit`."""
-        return self._staged is not None
-
-    def _gather(self, table: Tensor, index: Tensor) -> Tensor:
-        """``table[index]`` in the bank's dtype."""
-        return table.index_select(0, index).to(self.dtype)
+        rows, old_rows, ptr, fill = undo
+        self.features.index_copy_(0, rows, old_rows)
+        self.ptr.copy_(ptr)
+        self.fill.copy_(fill)
 
     def _finite_rows(self, table: Tensor) -> Tensor:
         """``(R,)`` bool: no NaN/Inf in the row, also after the cast (one
@@ -236,16 +204,10 @@ class CategoryMemoryBank(nn.Module):
         return finite
 
     def _plan_push(self, class_ids: Tensor, table: Tensor,
-                   index: Optional[Tensor]) -> StagedPush:
-        """Destination rows and new pointers of a push (no write)."""
-        device = self.features.device
-        class_ids = class_ids.to(device=device, dtype=torch.long)
-        table = table.detach().to(device=device)
+                   index: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Bank rows a push writes, the table rows they receive, and the
+        rows each class gains (``(K',)``, ``(K',)``, ``(C,)``)."""
         num_rows = class_ids.shape[0]
-        if index is None:
-            index = torch.arange(num_rows, device=device)
-        else:
-            index = index.to(device=device, dtype=torch.long)
         # non-finite rows form an extra group C that is never written
         finite = self._finite_rows(table)[index]
         groups = torch.where(finite, class_ids,
@@ -255,31 +217,25 @@ class CategoryMemoryBank(nn.Module):
         # position of every row among the rows of its group (arrival order)
         order = torch.argsort(groups, stable=True)
         pos = torch.empty_like(order)
-        pos[order] = torch.arange(num_rows, device=device)
+        pos[order] = torch.arange(num_rows, device=order.device)
         pos -= starts[groups]
         counts = group_counts[:self.num_classes]
         capacity = self.capacity[class_ids]
-        slots = (self.ptr[class_ids] + pos) % capacity
-        rows = self.offsets[class_ids] + slots
-        # only the last `capacity` finite rows of a class survive this push
+        rows = self.offsets[class_ids] + (self.ptr[class_ids] + pos) % capacity
+        # only the last `capacity` finite rows of a class survive a push, so
+        # the written rows are distinct
         keep = finite & (pos >= counts[class_ids] - capacity)
         if not bool(keep.all()):
             kept = keep.nonzero(as_tuple=True)[0]
             rows, index = rows[kept], index[kept]
-        return StagedPush(
-            rows=rows,
-            source=index,
-            table=table,
-            ptr=(self.ptr + counts) % self.capacity,
-            fill=torch.minimum(self.fill + counts, self.capacity))
+        return rows, index, counts
 
     @torch.no_grad()
-    def sample_for(
-            self,
-            class_ids: Tensor,
-            num: int,
-            generator: Optional[torch.Generator] = None
-    ) -> Tuple[Tensor, Tensor]:
+    def sample_for(self,
+                   class_ids: Tensor,
+                   num: int,
+                   generator: Optional[torch.Generator] = None,
+                   check: bool = True) -> Tuple[Tensor, Tensor]:
         """Draw ``num`` entries (uniformly, with replacement) of the queue
         of each ``class_ids[k]``.
 
@@ -288,30 +244,22 @@ class CategoryMemoryBank(nn.Module):
             num (int): Entries drawn per id.
             generator (torch.Generator, optional): Random generator on the
                 bank's device. Defaults to the global one.
+            check (bool): Validate the arguments, as in :meth:`push`.
+                Defaults to True.
 
         Returns:
             tuple[Tensor, Tensor]: ``feats`` ``(K, num, D)`` in the bank's
             dtype, and ``valid`` ``(K,)`` bool, False where the queue is
             empty (the rows of those ids are arbitrary).
         """
-        self._check_class_ids(class_ids, 'sample_for')
-        if not is_int(num) or num <= 0:
-            raise ValueError('CategoryMemoryBank.sample_for: num must be a '
-                             f'positive int, got {num!r}')
-        return self._sample_rows(class_ids, num, generator)
-
-    @torch.no_grad()
-    def _sample_rows(
-            self,
-            class_ids: Tensor,
-            num: int,
-            generator: Optional[torch.Generator] = None
-    ) -> Tuple[Tensor, Tensor]:
-        """:meth:`sample_for` without the (synchronising) input checks."""
+        if check:
+            self._check_class_ids(class_ids, 'sample_for')
+            if not is_int(num) or num <= 0:
+                raise ValueError('CategoryMemoryBank.sample_for: num must '
+                                 f'be a positive int, got {num!r}')
         device = self.features.device
         class_ids = class_ids.to(device=device, dtype=torch.long)
-        staged = self._staged
-        fill = (self.fill if staged is None else staged.fill)[class_ids]
+        fill = self.fill[class_ids]
         uniform = torch.rand((class_ids.shape[0], num),
                              generator=generator,
                              device=device)
@@ -319,59 +267,15 @@ class CategoryMemoryBank(nn.Module):
         last = (fill - 1).clamp(min=0).unsqueeze(1)
         slots = torch.minimum((uniform * fill.unsqueeze(1)).long(), last)
         rows = (self.offsets[class_ids].unsqueeze(1) + slots).reshape(-1)
-        if staged is None or not staged.rows.numel():
-            feats = self.features.index_select(0, rows)
-        else:
-            # rows written by the staged push come from its table
-            source = torch.full((self.features.shape[0], ),
-                                -1,
-                                dtype=torch.long,
-                                device=device)
-            source[staged.rows] = staged.source
-            feats = self._gather_staged(rows, source[rows], staged.table)
+        feats = self.features.index_select(0, rows)
         return feats.view(slots.shape + (self.feat_channels, )), fill > 0
 
-    def _gather_staged(self,
-                       rows: Tensor,
-                       source: Tensor,
-                       table: Tensor,
-                       masked: Optional[bool] = None) -> Tensor:
-        """Bank ``rows``, taken from ``table[source]`` where ``source >= 0``.
-
-        ``masked`` (default: off the CPU) selects between two full gathers
-        without a host synchronisation; otherwise (cheaper on the CPU) only
-        the rows the staged push rewrites are copied from the table.
-        """
-        staged = source >= 0
-        if masked is None:
-            masked = rows.device.type != 'cpu'
-        if masked:
-            return torch.where(
-                staged.unsqueeze(1), self._gather(table, source.clamp(min=0)),
-                self.features.index_select(0, rows))
-        feats = self.features.index_select(0, rows)
-        from_table = staged.nonzero(as_tuple=True)[0]
-        feats.index_copy_(
-            0, from_table,
-            self._gather(table, source.index_select(0, from_table)))
-        return feats
-
-    def sample(
-            self,
-            num: int,
-            generator: Optional[torch.Generator] = None
-    ) -> Tuple[Tensor, Tensor]:
-        """Draw ``num`` entries per class, with replacement.
-
-        Args:
-            num (int): Entries drawn per class.
-            generator (torch.Generator, optional): Random generator on the
-                bank's device. Defaults to the global one.
-
-        Returns:
-            tuple[Tensor, Tensor]: ``feats`` ``(C, num, D)`` and ``valid``
-            ``(C,)`` bool, False for empty queues (their rows are arbitrary).
-        """
+    def sample(self,
+               num: int,
+               generator: Optional[torch.Generator] = None
+               ) -> Tuple[Tensor, Tensor]:
+        """:meth:`sample_for` of every class: ``feats`` ``(C, num, D)`` and
+        ``valid`` ``(C,)``."""
         class_ids = torch.arange(self.num_classes, device=self.fill.device)
         return self.sample_for(class_ids, num, generator)
 
@@ -389,10 +293,6 @@ class CategoryMemoryBank(nn.Module):
             % capacity
         return self.features[int(self.offsets[class_id]) + slots]
 
-    def current_fill(self) -> Tensor:
-        """``fill``, or the fill after the staged push when one waits."""
-        return self.fill if self._staged is None else self._staged.fill
-
     def fill_ratio(self) -> Tensor:
-        """Filled fraction of every queue (a staged push counts)."""
-        return self.current_fill().float() / self.capacity.float()
+        """Filled fraction of every queue."""
+        return self.fill.float() / self.capacity.float()

@@ -261,8 +261,8 @@ class MeanTeacherSegmentor(BaseSegmentor):
         return self._guard_nonfinite(losses)
 
     def begin_step(self) -> None:
-        """Copy the student's buffers (BN statistics) a skipped step
-        restores; subclasses stage their other state instead."""
+        """Copy the student's buffers (BN statistics) that a skipped step
+        restores (:meth:`end_step`)."""
         self._buffer_snapshot = save_buffers(self.student)
 
     @torch.no_grad()

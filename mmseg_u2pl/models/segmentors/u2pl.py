@@ -270,14 +270,10 @@ class U2PL(MeanTeacherSegmentor):
         return losses
 
     def end_step(self, keep: bool) -> None:
-        """Also commit (or drop) the contrastive loss's staged update."""
+        """Also keep or revert the contrastive loss's bank and prototype."""
         super().end_step(keep)
-        if self.contrastive_loss is None:
-            return
-        if keep:
-            self.contrastive_loss.commit_update()
-        else:
-            self.contrastive_loss.discard_update()
+        if self.contrastive_loss is not None:
+            self.contrastive_loss.end_step(keep)
 
     # ------------------------------------------------------------------
     # the semi-supervised step
@@ -412,15 +408,10 @@ class U2PL(MeanTeacherSegmentor):
                                        current_iteration(),
                                        device=rep_s.device,
                                        per_rank=True):
-            # the bank push is committed by `end_step` if the step is kept
-            loss, log_vars = self.contrastive_loss(
-                rep_s,
-                rep_t,
-                prob_t,
-                labels,
-                img_l.shape[0],
-                alpha_t,
-                defer_update=True)
+            # the bank push is reverted by `end_step` if the step is skipped
+            loss, log_vars = self.contrastive_loss(rep_s, rep_t, prob_t,
+                                                   labels, img_l.shape[0],
+                                                   alpha_t)
         out = {f'contrast.{self.contrastive_loss.loss_name}': loss}
         out.update({f'contrast.{k}': scalar(v) for k, v in log_vars.items()})
         return out

@@ -657,78 +657,33 @@ def assert_same_state(module, state):
         assert torch.equal(value, state[key]), key
 
 
-def test_deferred_update_gives_the_same_loss_and_waits_for_commit():
-    student, teacher, probs, labels = partition_case()
-    kwargs = dict(
-        num_classes=4,
-        rank_low=1,
-        rank_high=3,
-        num_anchors=3,
-        prototype_momentum=0.5)
-    results, modules = [], []
-    for defer in (False, True):
-        loss = build_loss(**kwargs)
-        before = state_of(loss)
-        torch.manual_seed(7)
-        value, log_vars = loss(
-            student,
-            teacher,
-            probs,
-            labels,
-            num_labeled=1,
-            alpha=25.,
-            defer_update=defer)
-        results.append((value, log_vars))
-        modules.append(loss)
-        if defer:
-            # nothing written yet; the loss still saw its own negatives
-            assert_same_state(loss, before)
-            assert loss.memory_bank.has_staged
-            torch.testing.assert_close(log_vars['bank_fill_mean'],
-                                       torch.tensor(4 / 64))
-            loss.commit_update()
-    (value, log_vars), (deferred, deferred_vars) = results
-    assert value.item() > 0
-    assert deferred.item() == value.item()
-    for key in log_vars:
-        assert torch.equal(deferred_vars[key], log_vars[key]), key
-    # after the commit both modules hold the same bank and prototype
-    assert_same_state(modules[1], state_of(modules[0]))
-    # class 1 has no reliable pixel in this batch
-    assert modules[1].prototype_initialized.tolist() == [
-        True, False, True, True
-    ]
-
-
-def test_discarded_update_leaves_bank_and_prototype_unchanged():
+def test_reverted_update_leaves_bank_and_prototype_unchanged():
     student, teacher, probs, labels = partition_case()
     args = dict(num_classes=4, rank_low=1, rank_high=3, prototype_momentum=.5)
 
-    def step(loss, shift, seed, **kwargs):
+    def step(loss, shift, seed):
         torch.manual_seed(seed)
-        loss(
-            student,
-            teacher + shift,
-            probs,
-            labels,
-            num_labeled=1,
-            alpha=25.,
-            **kwargs)
+        return loss(
+            student, teacher + shift, probs, labels, num_labeled=1, alpha=25.)
 
     loss, reference = build_loss(**args), build_loss(**args)
     step(loss, 0., seed=1)
     step(reference, 0., seed=1)
+    loss.end_step(keep=True)
     before = state_of(loss)
-    step(loss, 1., seed=2, defer_update=True)
-    loss.discard_update()
-    assert_same_state(loss, before)
-    # an update never committed is dropped by the next call
-    step(loss, 1., seed=2, defer_update=True)
-    step(loss, 2., seed=3, defer_update=True)
-    loss.commit_update()
-    step(reference, 2., seed=3)
-    assert_same_state(loss, state_of(reference))
+    value, log_vars = step(loss, 1., seed=2)
+    # the loss saw its own negatives: the push is written at once
+    assert value.item() > 0
     assert not torch.equal(loss.prototype, before['prototype'])
+    loss.end_step(keep=False)
+    assert_same_state(loss, before)
+    # a reverted step leaves the module as if it had never run
+    step(loss, 2., seed=3)
+    step(reference, 2., seed=3)
+    loss.end_step(keep=True)
+    assert_same_state(loss, state_of(reference))
+    # class 1 has no reliable pixel in this batch
+    assert loss.prototype_initialized.tolist() == [True, False, True, True]
 
 
 def test_non_finite_teacher_features_never_enter_the_bank():

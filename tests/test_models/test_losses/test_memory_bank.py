@@ -179,7 +179,7 @@ def test_bad_push_inputs():
 
 
 # ----------------------------------------------------------------------
-# numerical safety: non-finite rows, staged pushes
+# numerical safety: non-finite rows, reverted pushes
 
 
 def test_non_finite_rows_never_enter_the_bank():
@@ -203,43 +203,42 @@ def test_non_finite_rows_never_enter_the_bank():
     assert bank.fill.tolist() == [2, 1] and bank.ptr.tolist() == [2, 1]
 
 
-def test_staged_push_is_sampled_but_written_only_on_commit():
+def test_push_is_sampled_at_once():
     bank = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=3)
     bank.push(ids(0, 0, 0), rows(1, 2, 3))
-    before = {k: v.clone() for k, v in bank.state_dict().items()}
-    bank.stage(ids(0, 1), rows(7, 8))
-    assert bank.has_staged
-    # buffers and get() keep the committed state
-    for key, value in bank.state_dict().items():
-        assert torch.equal(value, before[key]), key
-    assert live_values(bank, 0) == [1, 2, 3] and live_values(bank, 1) == []
+    bank.push(ids(0, 1), rows(7, 8))
     # sampling sees the queues after the push: 7 replaced the oldest (1)
     feats, valid = bank.sample(300)
     assert valid.tolist() == [True, True]
     assert set(feats[0, :, 0].tolist()) == {2., 3., 7.}
     assert set(feats[1, :, 0].tolist()) == {8.}
     torch.testing.assert_close(bank.fill_ratio(), torch.tensor([1., 1 / 3]))
-    with pytest.raises(RuntimeError, match='commit'):
-        bank.push(ids(0), rows(9))
-    bank.commit()
-    assert not bank.has_staged
+    bank.end_step(keep=True)
     assert live_values(bank, 0) == [2, 3, 7] and live_values(bank, 1) == [8]
     assert bank.ptr.tolist() == [1, 1]
+    bank.end_step(keep=False)  # nothing left to revert: no-op
+    assert live_values(bank, 0) == [2, 3, 7] and live_values(bank, 1) == [8]
 
 
-def test_discarded_push_leaves_the_bank_bytewise_unchanged():
+def test_reverted_push_leaves_the_bank_bytewise_unchanged():
     bank = CategoryMemoryBank(num_classes=2, feat_channels=2, capacity=2)
     bank.push(ids(0, 1), rows(1, 2))
+    bank.end_step(keep=True)
     before = {k: v.clone() for k, v in bank.state_dict().items()}
-    bank.stage(ids(0, 0, 1), rows(5, 6, 7))
-    bank.discard()
-    assert not bank.has_staged
+    # class 0 wraps around its ring, overwriting 1
+    bank.push(ids(0, 0, 1), rows(5, 6, 7))
+    assert live_values(bank, 0) == [5, 6]
+    bank.end_step(keep=False)
     for key, value in bank.state_dict().items():
         assert torch.equal(value, before[key]), key
     feats, _ = bank.sample(50)
     assert set(feats[0, :, 0].tolist()) == {1.}
-    bank.commit()  # nothing staged: no-op
     assert live_values(bank, 0) == [1] and live_values(bank, 1) == [2]
+    # only the last push is reverted
+    bank.push(ids(1), rows(3))
+    bank.push(ids(1), rows(4))
+    bank.end_step(keep=False)
+    assert live_values(bank, 1) == [2, 3]
 
 
 def test_push_from_a_table_by_index():
@@ -256,11 +255,6 @@ def test_push_from_a_table_by_index():
     # class 0 got 40, NaN (dropped), 20; class 1 got 10, 40
     assert live_values(by_index, 0) == [40, 20]
     assert live_values(by_index, 1) == [10, 40]
-    # a staged push from a table is sampled from the table
-    by_index.stage(ids(1), table, ids(1))
-    feats, _ = by_index.sample_for(ids(1), 200)
-    assert set(feats[0, :, 0].tolist()) == {40., 20.}
-    by_index.discard()
     with pytest.raises(
             ValueError,
             match='index must be an integer tensor '
@@ -268,16 +262,3 @@ def test_push_from_a_table_by_index():
         by_index.push(ids(0, 1), table, ids(0))
     with pytest.raises(ValueError, match=r'feats must have shape \(R, 2\)'):
         by_index.push(ids(0), torch.zeros(4, 3), ids(0))
-
-
-def test_staged_gather_masked_and_indexed_forms_agree():
-    bank = CategoryMemoryBank(num_classes=2, feat_channels=3, capacity=4)
-    bank.push(ids(0, 0, 1, 1, 1), torch.randn(5, 3))
-    table = torch.randn(6, 3)
-    rows_ = ids(0, 1, 4, 5, 6, 0, 7)
-    source = ids(-1, 2, -1, 0, 5, 3, -1)
-    masked = bank._gather_staged(rows_, source, table, masked=True)
-    indexed = bank._gather_staged(rows_, source, table, masked=False)
-    assert torch.equal(masked, indexed)
-    assert torch.equal(indexed[1], table[2])
-    assert torch.equal(indexed[2], bank.features[4])

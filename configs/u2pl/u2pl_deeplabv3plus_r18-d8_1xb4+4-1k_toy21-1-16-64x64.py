@@ -1,6 +1,6 @@
 # Full U2PL on ToyShapes21, 1/16 of the labels: with 21 classes an
 # unlabeled pixel has the paper's candidate negatives, ranks 3-19.
-_base_ = './u2pl-nocontrast_deeplabv3plus_r18-d8_1xb4+4-2k_toy21-1-16-64x64.py'
+_base_ = './u2pl-nocontrast_deeplabv3plus_r18-d8_1xb4+4-1k_toy21-1-16-64x64.py'
 model = dict(
     # one teacher pass gives pseudo-labels and contrastive targets, as in
     # the toy's U2PL config

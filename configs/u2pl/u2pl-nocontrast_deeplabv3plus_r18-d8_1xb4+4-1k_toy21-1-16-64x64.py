@@ -14,8 +14,9 @@ model = dict(
     semi_train_cfg=dict(),
     semi_test_cfg=dict(predict_on='teacher'))
 custom_hooks = [
-    # WARMUP_NOTE
-    dict(type='MeanTeacherHook', warmup_iters=500, max_decay=0.999),
+    # a supervised warm-up of a quarter of the iterations: the backbone is
+    # pretrained (the paper's warm-up is 1 of 80 epochs); EMA capped at 0.999
+    dict(type='MeanTeacherHook', warmup_iters=250, max_decay=0.999),
     dict(type='PseudoLabelVisualizationHook', interval=500, num_images=4),
 ]
 val_cfg = dict(_delete_=True, type='TeacherStudentValLoop')
