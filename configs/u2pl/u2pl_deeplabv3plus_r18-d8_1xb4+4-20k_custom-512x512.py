@@ -191,7 +191,10 @@ param_scheduler = [
 auto_scale_lr = dict(enable=False, base_batch_size=4)
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
-val_cfg = dict(type='TeacherStudentValLoop')  # teacher/mIoU, student/mIoU
+# validates both networks (teacher/mIoU, student/mIoU) and names the better
+# one (better/mIoU); the best checkpoint is the best of either, and
+# tools/model_converters/export_checkpoint.py exports the better network
+val_cfg = dict(type='TeacherStudentValLoop')
 test_cfg = dict(type='TestLoop')
 custom_hooks = [
     dict(type='MeanTeacherHook', warmup_iters=warmup_iters, max_decay=0.99),
@@ -209,7 +212,7 @@ default_hooks = dict(
         by_epoch=False,
         interval=val_interval,
         max_keep_ckpts=2,
-        save_best='teacher/mIoU',
+        save_best='better/mIoU',
         rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

@@ -12,8 +12,8 @@ from mmseg.structures import SegDataSample
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mmseg_u2pl.engine.runner.teacher_student_val_loop import \
-    TeacherStudentValLoop
+from mmseg_u2pl.engine.runner.teacher_student_val_loop import (
+    BETTER_NETWORK_KEY, TeacherStudentValLoop)
 
 # 2x2 ground truth: class 0 on one pixel, class 1 on three
 GT = torch.tensor([[[0, 1], [1, 1]]])
@@ -78,9 +78,9 @@ class RecordHook(Hook):
         self.calls.append('after_val')
 
 
-def build_runner(tmp_path, model, hook, fp16=False):
+def build_runner(tmp_path, model, hook, fp16=False, **loop_args):
     torch.set_num_threads(1)
-    val_cfg = dict(type='TeacherStudentValLoop')
+    val_cfg = dict(type='TeacherStudentValLoop', **loop_args)
     if fp16:
         val_cfg['fp16'] = True
     return Runner(
@@ -113,7 +113,8 @@ def test_each_evaluation_log_is_headed_by_its_network(tmp_path, monkeypatch):
     runner.val()
     assert events == [
         'Validation of the teacher:', 'table', 'Validation of the student:',
-        'table'
+        'table',
+        'The teacher validates better: mIoU teacher 100.00, student 12.50.'
     ]
 
 
@@ -131,7 +132,21 @@ def test_reports_both_networks_and_restores(tmp_path, predict_on):
     assert metrics['student/mIoU'] == pytest.approx(12.5)
     assert metrics['student/aAcc'] == pytest.approx(25.)
     assert not any(key in metrics for key in ('mIoU', 'aAcc'))
-    assert all(key.split('/')[0] in ('teacher', 'student') for key in metrics)
+    # the better network's value, and its name for checkpoints and export
+    assert metrics['better/mIoU'] == pytest.approx(100.)
+    assert [key for key in metrics if key.startswith('better/')] == [
+        'better/mIoU'
+    ]
+    assert all(
+        key.split('/')[0] in ('teacher', 'student', 'better')
+        for key in metrics)
+    choice = runner.message_hub.get_info(BETTER_NETWORK_KEY)
+    assert choice == dict(
+        network='teacher',
+        metric='mIoU',
+        teacher=pytest.approx(100.),
+        student=pytest.approx(12.5),
+        iter=0)
     assert model.semi_test_cfg['predict_on'] == predict_on
     assert hook.calls == [
         'before_val', 'before_val_epoch', 'after_val_epoch', 'after_val'
@@ -168,4 +183,35 @@ def test_model_without_semi_test_cfg_raises(tmp_path):
     model = ToyMeanTeacher(with_semi_test_cfg=False)
     runner = build_runner(tmp_path, model, RecordHook())
     with pytest.raises(AttributeError, match='semi_test_cfg'):
+        runner.val()
+
+
+def test_the_student_is_chosen_when_it_validates_better(tmp_path):
+    """Ties go to the teacher; a better student is named and reported."""
+    model = ToyMeanTeacher()
+    # swap the roles: the student predicts the ground truth
+    forward = model.forward
+
+    def swapped(inputs, data_samples=None, mode='tensor'):
+        cfg = model.semi_test_cfg
+        original = cfg['predict_on']
+        cfg['predict_on'] = dict(
+            teacher='student', student='teacher')[original]
+        try:
+            return forward(inputs, data_samples, mode)
+        finally:
+            cfg['predict_on'] = original
+
+    model.forward = swapped
+    runner = build_runner(tmp_path, model, RecordHook(), select_on='aAcc')
+    metrics = runner.val()
+    assert metrics['better/aAcc'] == pytest.approx(100.)
+    assert runner.message_hub.get_info(BETTER_NETWORK_KEY)['network'] == \
+        'student'
+
+
+def test_unknown_select_on_names_the_metrics(tmp_path):
+    runner = build_runner(
+        tmp_path, ToyMeanTeacher(), RecordHook(), select_on='mDice')
+    with pytest.raises(KeyError, match="select_on='mDice'.*teacher/mIoU"):
         runner.val()

@@ -316,3 +316,27 @@ def test_runs_as_script(semi_files, tmp_path):
         assert torch.equal(state_dict[key], value), key
     assert Config.fromfile(str(out_dir / 'tiny.py')).model.type == \
         'EncoderDecoder'
+
+
+def test_auto_exports_the_network_that_validated_better(
+        semi_files, tmp_path, capsys):
+    """``--which auto`` reads the choice the validation loop saved."""
+    checkpoint = torch.load(semi_files['ckpt'], weights_only=False)
+    # no recorded choice: the teacher, and the printed reason says so
+    ckpt_path, _ = tool.export_checkpoint(semi_files['config'],
+                                          semi_files['ckpt'],
+                                          str(tmp_path / 'none'))
+    assert ckpt_path.endswith('u2pl_tiny_teacher.pth')
+    assert 'records no validation' in capsys.readouterr().out
+    checkpoint['message_hub']['runtime_info']['semi_better_network'] = dict(
+        network='student', metric='mIoU', teacher=50., student=52.5, iter=10)
+    chosen = tmp_path / 'chosen.pth'
+    torch.save(checkpoint, str(chosen))
+    ckpt_path, _ = tool.export_checkpoint(semi_files['config'], str(chosen),
+                                          str(tmp_path / 'auto'))
+    assert ckpt_path.endswith('u2pl_tiny_student.pth')
+    assert 'Exporting the student: it validated better at iteration 10: ' \
+        'mIoU teacher 50.00, student 52.50.' in capsys.readouterr().out
+    state_dict = torch.load(ckpt_path, weights_only=True)['state_dict']
+    for key, value in semi_files['student'].items():
+        assert torch.equal(state_dict[key], value), key

@@ -363,7 +363,10 @@ def test_exported_teacher_predicts_like_the_teacher(full_run, tmp_path,
                      toy_split(toy_data_root, 'val')[0] + '.png')
     teacher, student, config = teacher_prediction(full_run, checkpoint, image)
     out_dir = str(tmp_path / 'exported')
-    run([EXPORT, config, checkpoint, out_dir, '--name', 'teacher'])
+    run([
+        EXPORT, config, checkpoint, out_dir, '--which', 'teacher', '--name',
+        'teacher'
+    ])
     exported_cfg = osp.join(out_dir, 'teacher.py')
     exported_ckpt = osp.join(out_dir, 'teacher.pth')
     assert osp.isfile(exported_cfg) and osp.isfile(exported_ckpt)
@@ -392,6 +395,26 @@ def test_exported_teacher_predicts_like_the_teacher(full_run, tmp_path,
         logits, teacher.seg_logits.data.numpy(), rtol=1e-4, atol=1e-5)
     # the export is the teacher, not the student
     assert not np.allclose(logits, student.seg_logits.data.numpy())
+
+    # by default the network that validated better is exported: the one
+    # the validation before this checkpoint recorded
+    choice = torch.load(
+        checkpoint, map_location='cpu',
+        weights_only=False)['message_hub']['runtime_info'].get(
+            'semi_better_network')
+    assert choice is not None and choice['iter'] == 3
+    better = choice['network']
+    proc = run([EXPORT, config, checkpoint, out_dir, '--name', 'auto'])
+    assert f'Exporting the {better}: it validated better at iteration 3' \
+        in proc.stdout
+    run([str(script), osp.join(out_dir, 'auto.py'),
+         osp.join(out_dir, 'auto.pth'), image, out])
+    expected = dict(teacher=teacher, student=student)[better]
+    np.testing.assert_allclose(
+        np.load(out + '_logits.npy'),
+        expected.seg_logits.data.numpy(),
+        rtol=1e-4,
+        atol=1e-5)
 
 
 # ---------------------------------------------------------------------------

@@ -25,9 +25,9 @@ a checkpoint made with the same arguments is reused (``--force`` trains
 again). The configs name the default path; a checkpoint elsewhere is
 passed with ``--cfg-options model.backbone.init_cfg.checkpoint=PATH``.
 
-Run time of the defaults (2,000 iterations of 64 images, 2 threads): about
-0.58 CPU-seconds per iteration on this project's CPU machine, i.e. about
-12 minutes on 2 free cores (docs/benchmarks.md, ToyShapes21).
+Run time of the defaults (2,000 iterations of 64 images, 2 threads): 15 s
+of drawing and about 6 minutes of training on 2 free cores of this
+project's CPU machine (docs/benchmarks.md, ToyShapes21).
 
 Examples::
 

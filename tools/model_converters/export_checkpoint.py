@@ -1,7 +1,7 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Export one network of a mean-teacher checkpoint as a plain mmseg model.
 
-One script of about 490 lines: the weights and the config are exported
+One script of about 520 lines: the weights and the config are exported
 together, and the tests import its functions from here.
 
 A U2PL checkpoint holds two segmentors (``teacher.*`` and ``student.*`` keys)
@@ -10,7 +10,12 @@ writes a checkpoint and a config that plain MMSegmentation can use with
 ``mmseg.apis.init_model`` or ``tools/test.py``::
 
     python tools/model_converters/export_checkpoint.py CONFIG CHECKPOINT \\
-        OUT_DIR [--which teacher|student] [--name NAME]
+        OUT_DIR [--which auto|teacher|student] [--name NAME]
+
+``--which auto`` (the default) exports the network that validated better
+at the checkpoint's last validation (``TeacherStudentValLoop`` records it
+in the checkpoint's MessageHub), and the teacher, the network the paper
+evaluates, when the checkpoint records none.
 
 It writes ``OUT_DIR/NAME.pth`` (``{'meta': ..., 'state_dict': ...}``, plain
 segmentor keys, tensors only) and ``OUT_DIR/NAME.py`` (``model`` is the
@@ -35,6 +40,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from mmseg_u2pl.engine.runner.teacher_student_val_loop import \
+    BETTER_NETWORK_KEY  # noqa: E402
 from mmseg_u2pl.utils.checkpoint import (  # noqa: E402
     UnsafeCheckpointError, load_checkpoint_safely)
 
@@ -158,6 +165,27 @@ def extract_network(state_dict: Dict[str, Any],
     if not plain:
         raise ExportError(f'{path}: the "{which}." keys hold no tensors.')
     return plain
+
+
+def choose_network(checkpoint: dict) -> Tuple[str, str]:
+    """The network ``--which auto`` exports, and why.
+
+    Returns:
+        tuple[str, str]: ``'teacher'`` or ``'student'``, and a sentence
+        saying why.
+    """
+    hub = checkpoint.get('message_hub')
+    info = hub.get('runtime_info', {}) if isinstance(hub, dict) else {}
+    choice = info.get(BETTER_NETWORK_KEY)
+    if not isinstance(choice, dict) or choice.get('network') not in NETWORKS:
+        return 'teacher', ('the checkpoint records no validation of both '
+                           'networks; the teacher is the network the paper '
+                           'evaluates')
+    metric = choice.get('metric', 'the metric')
+    return choice['network'], (
+        f'it validated better at iteration {choice.get("iter")}: {metric} '
+        f'teacher {choice.get("teacher", float("nan")):.2f}, student '
+        f'{choice.get("student", float("nan")):.2f}')
 
 
 _DROP = object()
@@ -408,7 +436,7 @@ def plain_config(cfg: Config, config_path: str = 'config') -> Config:
 def export_checkpoint(config: str,
                       checkpoint: str,
                       out_dir: str,
-                      which: str = 'teacher',
+                      which: str = 'auto',
                       name: Optional[str] = None,
                       trust_checkpoint: bool = False) -> Tuple[str, str]:
     """Write ``OUT_DIR/NAME.pth`` and ``OUT_DIR/NAME.py``.
@@ -417,9 +445,11 @@ def export_checkpoint(config: str,
         config (str): The mean-teacher config file.
         checkpoint (str): Its checkpoint.
         out_dir (str): Output folder, created if needed.
-        which (str): ``'teacher'`` or ``'student'``. Defaults to 'teacher'.
+        which (str): ``'teacher'``, ``'student'`` or ``'auto'``, the one
+            that validated better (:func:`choose_network`, printed).
+            Defaults to 'auto'.
         name (str, optional): File name without extension. Defaults to
-            ``<config name>_<which>``.
+            ``<config name>_<which>`` (the network exported).
         trust_checkpoint (bool): Allow a full unpickle of the checkpoint if a
             safe load fails. Defaults to False.
 
@@ -432,6 +462,9 @@ def export_checkpoint(config: str,
     out_cfg = plain_config(cfg, config)
 
     loaded = load_checkpoint_file(checkpoint, trust=trust_checkpoint)
+    if which == 'auto':
+        which, reason = choose_network(loaded)
+        print(f'Exporting the {which}: {reason}.')
     state_dict = extract_network(
         get_state_dict(loaded, checkpoint), which, checkpoint)
 
@@ -461,13 +494,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('out_dir', help='folder for NAME.pth and NAME.py')
     parser.add_argument(
         '--which',
-        choices=NETWORKS,
-        default='teacher',
-        help='network to export (default: teacher)')
+        choices=('auto', ) + NETWORKS,
+        default='auto',
+        help='network to export (default: auto, the one that validated '
+        'better at the checkpoint\'s last validation, else the teacher)')
     parser.add_argument(
         '--name',
         help='output file name without extension '
-        '(default: <config name>_<which>)')
+        '(default: <config name>_<network>)')
     parser.add_argument(
         '--trust-checkpoint',
         action='store_true',
@@ -485,8 +519,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                 args.trust_checkpoint)
     except (ExportError, FileNotFoundError) as error:
         sys.exit(f'export_checkpoint.py: error: {error}')
-    print(f'Exported the {args.which}:\n  checkpoint: {ckpt_path}\n'
-          f'  config:     {cfg_path}')
+    print(f'Exported:\n  checkpoint: {ckpt_path}\n  config:     {cfg_path}')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Validation of both networks of a mean-teacher segmentor."""
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Union
 
 from mmengine.logging import print_log
 from mmengine.runner import ValLoop
@@ -12,6 +12,9 @@ from ...utils import unwrap_model
 
 #: The networks validated, in this order.
 BRANCHES: Sequence[str] = ('teacher', 'student')
+#: MessageHub runtime info (saved in checkpoints): the network that
+#: validated better last time, the metric and both values.
+BETTER_NETWORK_KEY = 'semi_better_network'
 _UNSET = object()
 
 
@@ -25,6 +28,13 @@ class TeacherStudentValLoop(ValLoop):
     reported prefixed with the network's name (``teacher/mIoU``,
     ``student/mIoU``, ...), so a checkpoint hook can select on either, e.g.
     ``default_hooks = dict(checkpoint=dict(save_best='teacher/mIoU'))``.
+
+    The better network on ``select_on`` (the teacher on a tie) is logged,
+    its value reported as ``better/<metric>`` (``save_best='better/mIoU'``
+    keeps the checkpoint whose better network is best) and its name kept
+    in the MessageHub under :data:`BETTER_NETWORK_KEY`, which checkpoints
+    save: ``tools/model_converters/export_checkpoint.py`` exports that
+    network by default.
     Hooks are called as in mmengine's ``ValLoop``: ``before_val`` and
     ``before_val_epoch`` once, ``before_val_iter``/``after_val_iter`` for
     every batch of both passes, ``after_val_epoch`` once with the merged
@@ -36,10 +46,21 @@ class TeacherStudentValLoop(ValLoop):
             build a dataloader.
         evaluator (Evaluator or dict or list): Used for computing metrics.
         fp16 (bool): Whether to validate under autocast. Defaults to False.
+        select_on (str): Metric that decides the better network (higher is
+            better). Defaults to ``'mIoU'``.
 
     Example:
         >>> val_cfg = dict(type='TeacherStudentValLoop')
     """
+
+    def __init__(self,
+                 runner,
+                 dataloader,
+                 evaluator: Union[dict, list],
+                 fp16: bool = False,
+                 select_on: str = 'mIoU') -> None:
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.select_on = select_on
 
     def run(self) -> Dict[str, float]:
         """Launch validation of the teacher and the student.
@@ -69,6 +90,7 @@ class TeacherStudentValLoop(ValLoop):
                 semi_test_cfg.pop('predict_on', None)
             else:
                 semi_test_cfg['predict_on'] = original
+        metrics.update(self._choose_better(metrics))
 
         self.runner.call_hook('after_val_epoch', metrics=metrics)
         self.runner.call_hook('after_val')
@@ -92,6 +114,32 @@ class TeacherStudentValLoop(ValLoop):
         if self.val_loss:
             metrics.update(_parse_losses(self.val_loss, 'val'))
         return metrics
+
+    def _choose_better(self, metrics: Dict[str, float]) -> Dict[str, float]:
+        """``better/<select_on>``, logged and kept in the MessageHub."""
+        values: List[float] = [
+            metrics.get(f'{branch}/{self.select_on}') for branch in BRANCHES
+        ]
+        if None in values:
+            raise KeyError(
+                f'TeacherStudentValLoop: select_on={self.select_on!r} is '
+                f'not a metric of the evaluator (got {sorted(metrics)}); '
+                "set val_cfg.select_on to one of them, e.g. 'mIoU'.")
+        teacher, student = (float(v) for v in values)
+        better = 'student' if student > teacher else 'teacher'
+        print_log(
+            f'The {better} validates better: {self.select_on} teacher '
+            f'{teacher:.2f}, student {student:.2f}.',
+            logger='current')
+        self.runner.message_hub.update_info(
+            BETTER_NETWORK_KEY,
+            dict(
+                network=better,
+                metric=self.select_on,
+                teacher=teacher,
+                student=student,
+                iter=self.runner.iter))
+        return {f'better/{self.select_on}': max(teacher, student)}
 
     def _mean_teacher_model(self) -> nn.Module:
         """The unwrapped model, checked for what this loop needs."""
