@@ -59,10 +59,11 @@ if [[ -z "$WHEEL" ]]; then
     log "building mmcv $MMCV_VERSION with compiled ops (about 10-20 minutes on 2 cores; cached in $WHEEL_DIR)"
     BUILD_TMP="$(mktemp -d)"
     # --no-build-isolation: build against the installed torch (an isolated
-    # build silently produces a wheel without ops). setuptools<81 keeps
-    # pkg_resources, which mmcv's setup.py imports.
+    # build silently produces a wheel without ops). --no-cache-dir: pip's own
+    # wheel cache would hand back an mmcv built against another torch.
+    # setuptools<81 keeps pkg_resources, which mmcv's setup.py imports.
     (cd "$BUILD_TMP" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-        "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$BUILD_TMP/out" "mmcv==$MMCV_VERSION")
+        "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps -w "$BUILD_TMP/out" "mmcv==$MMCV_VERSION")
     cp "$BUILD_TMP"/out/mmcv-*.whl "$WHEEL_DIR"/
     rm -rf "$BUILD_TMP"
     WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)"
