@@ -2,9 +2,10 @@
 """Numerical safety: a NaN/Inf loss term is caught and its step undone.
 
 Steps are run as mmengine's train loop runs them (``MeanTeacherHook``
-around the model's ``train_step``) on the tiny U2PL model, with a NaN injected into an input image or into one loss
-term. A skipped step must leave the student (parameters and BN buffers),
-the optimizer state, the teacher and the memory bank bytewise unchanged.
+around the model's ``train_step``) on the tiny U2PL model, with a NaN
+injected into an input image or into one loss term. A skipped step must
+leave the student (parameters and BN buffers), the optimizer state, the
+teacher and the memory bank bytewise unchanged.
 The module ends with a real ``tools/train.py`` run on the toy dataset that
 meets a NaN batch and completes.
 """

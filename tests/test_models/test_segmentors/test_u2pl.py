@@ -15,7 +15,8 @@ import torch
 from mmengine.optim import OptimWrapper
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import (build_model, make_sample, make_semi_batch,
-                          set_train_progress, tiny_u2pl_cfg, set_semi, set_warmup)
+                          set_semi, set_train_progress, set_warmup,
+                          tiny_u2pl_cfg)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
