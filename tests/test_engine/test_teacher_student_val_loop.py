@@ -210,6 +210,27 @@ def test_the_student_is_chosen_when_it_validates_better(tmp_path):
         'student'
 
 
+def test_a_tie_keeps_the_teacher(tmp_path):
+    model = ToyMeanTeacher()
+    forward = model.forward
+
+    def both_perfect(inputs, data_samples=None, mode='tensor'):
+        cfg = model.semi_test_cfg
+        original = cfg['predict_on']
+        cfg['predict_on'] = 'teacher'  # the student predicts as the teacher
+        try:
+            return forward(inputs, data_samples, mode)
+        finally:
+            cfg['predict_on'] = original
+
+    model.forward = both_perfect
+    runner = build_runner(tmp_path, model, RecordHook())
+    metrics = runner.val()
+    assert metrics['teacher/mIoU'] == metrics['student/mIoU']
+    assert runner.message_hub.get_info(BETTER_NETWORK_KEY)['network'] == \
+        'teacher'
+
+
 def test_unknown_select_on_names_the_metrics(tmp_path):
     runner = build_runner(
         tmp_path, ToyMeanTeacher(), RecordHook(), select_on='mDice')

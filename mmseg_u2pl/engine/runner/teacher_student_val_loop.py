@@ -1,6 +1,6 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 """Validation of both networks of a mean-teacher segmentor."""
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Sequence, Union
 
 from mmengine.logging import print_log
 from mmengine.runner import ValLoop
@@ -35,6 +35,7 @@ class TeacherStudentValLoop(ValLoop):
     in the MessageHub under :data:`BETTER_NETWORK_KEY`, which checkpoints
     save: ``tools/model_converters/export_checkpoint.py`` exports that
     network by default.
+
     Hooks are called as in mmengine's ``ValLoop``: ``before_val`` and
     ``before_val_epoch`` once, ``before_val_iter``/``after_val_iter`` for
     every batch of both passes, ``after_val_epoch`` once with the merged
@@ -117,7 +118,7 @@ class TeacherStudentValLoop(ValLoop):
 
     def _choose_better(self, metrics: Dict[str, float]) -> Dict[str, float]:
         """``better/<select_on>``, logged and kept in the MessageHub."""
-        values: List[float] = [
+        values = [
             metrics.get(f'{branch}/{self.select_on}') for branch in BRANCHES
         ]
         if None in values:
