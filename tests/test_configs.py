@@ -19,8 +19,10 @@ from toy_fixtures import set_semi
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # The paper's configs (ResNet-101 networks, 30+ configs) are covered, one
-# build per architecture, by tests/test_paper_configs.py.
-PAPER_CONFIG_DIRS = ('voc', 'cityscapes', 'gta2cityscapes', 'backbones')
+# build per architecture, by tests/test_paper_configs.py, and the DINOv2
+# recipe (ViT-B) by tests/test_mmpretrain_backbones.py.
+PAPER_CONFIG_DIRS = ('voc', 'cityscapes', 'gta2cityscapes', 'backbones',
+                     'dinov2')
 CONFIGS = sorted(
     p for p in glob.glob(
         osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)

@@ -2,8 +2,10 @@
 # Copyright (c) mmseg_u2pl contributors. All rights reserved.
 #
 # One-command environment: creates ./.venv with the pinned versions of
-# requirements.txt, builds mmcv 2.1.0 with its compiled ops (cached outside the
-# repository, so the next setup on the same machine takes seconds), installs
+# requirements.txt (torch 2.14.1 and torchvision 0.29.1: a build whose
+# torchvision works beside it, so mmpretrain's models import), builds mmcv
+# 2.1.0 with its compiled ops (cached outside the repository, per torch
+# version, so the next setup on the same machine takes seconds), installs
 # this package in editable mode and checks that everything imports.
 #
 # Usage: bash tools/setup_env.sh            (idempotent; seconds when ready)
@@ -27,6 +29,7 @@ log() { echo "[setup_env] $*"; }
 check_env() {
     "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
 import mmcv, mmcv.ops, mmengine, mmseg, mmseg_u2pl  # noqa
+import mmpretrain.models  # noqa: needs a torchvision that matches torch
 assert mmcv.__version__ == '2.1.0'
 EOF
 }
@@ -46,9 +49,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-log "installing pinned requirements (torch CPU wheel, mmengine, mmsegmentation, ...)"
-# torch first: with it in place, nothing below can pull a CUDA build.
-"${PIP[@]}" install -q "torch==2.13.0" "setuptools<81" wheel ninja psutil
+log "installing pinned requirements (torch, torchvision, mmengine, mmsegmentation, ...)"
+# torch and torchvision first, at the versions requirements.txt pins: with
+# them in place, nothing below can pull another torch.
+TORCH_PINS=($(grep -E '^(torch|torchvision)==' requirements.txt))
+"${PIP[@]}" install -q "${TORCH_PINS[@]}" "setuptools<81" wheel ninja psutil
 "${PIP[@]}" install -q -r requirements.txt
 
 TORCH_TAG="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
@@ -62,8 +67,24 @@ if [[ -z "$WHEEL" ]]; then
     # build silently produces a wheel without ops). --no-cache-dir: pip's own
     # wheel cache would hand back an mmcv built against another torch.
     # setuptools<81 keeps pkg_resources, which mmcv's setup.py imports.
+    "${PIP[@]}" download -q --no-cache-dir --no-deps --no-binary :all: --no-build-isolation \
+        -d "$BUILD_TMP" "mmcv==$MMCV_VERSION"
+    tar -xzf "$BUILD_TMP/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD_TMP"
+    # torch >= 2.14's headers need C++20; mmcv 2.1.0 compiles its CPU ops
+    # with -std=c++17 (one line of its setup.py, changed here).
+    "$VENV/bin/python" - "$BUILD_TMP/mmcv-$MMCV_VERSION/setup.py" <<'EOF'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+old = "extra_compile_args['cxx'] = ['-std=c++17']"
+if text.count(old) != 1:
+    sys.exit(f'[setup_env] ERROR: {path}: expected one line `{old}` to '
+             'switch to C++20; mmcv\'s setup.py changed, update this step.')
+open(path, 'w').write(text.replace(old, old.replace('c++17', 'c++20')))
+EOF
     (cd "$BUILD_TMP" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-        "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps -w "$BUILD_TMP/out" "mmcv==$MMCV_VERSION")
+        "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps -w "$BUILD_TMP/out" \
+        "$BUILD_TMP/mmcv-$MMCV_VERSION")
     cp "$BUILD_TMP"/out/mmcv-*.whl "$WHEEL_DIR"/
     rm -rf "$BUILD_TMP"
     WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)"
@@ -76,7 +97,7 @@ log "installing mmseg_u2pl (editable)"
 
 if ! check_env; then
     echo "[setup_env] ERROR: the environment does not import; details:" >&2
-    "$VENV/bin/python" -c "import mmcv.ops, mmseg, mmseg_u2pl" >&2 || true
+    "$VENV/bin/python" -c "import mmcv.ops, mmseg, mmseg_u2pl, mmpretrain.models" >&2 || true
     exit 1
 fi
 echo "$FINGERPRINT" > "$STAMP"

@@ -16,23 +16,30 @@ TOY_CLASSES = ('background', 'disk', 'square', 'triangle', 'ring', 'cross')
 TOY_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
                [0, 130, 200], [245, 130, 48]]
 
-#: ToyShapes21: five groups of four confusable classes, named after their
-#: cues (outline, hue, texture).
-TOY21_CLASSES = ('background', 'red-disk', 'red-square', 'red-triangle',
-                 'red-cross', 'blue-plain-disk', 'blue-striped-disk',
-                 'blue-dotted-disk', 'blue-checked-disk', 'orange-square',
-                 'lime-square', 'green-square', 'purple-square', 'green-ring',
-                 'green-star', 'green-bar', 'green-crescent',
-                 'magenta-plain-triangle', 'magenta-striped-triangle',
-                 'magenta-dotted-triangle', 'magenta-checked-triangle')
-#: Each class in the colour of its hue, the classes of a group told apart
-#: by brightness (visualisation only).
-TOY21_PALETTE = [[0, 0, 0], [255, 38, 38], [217, 33, 33], [178, 27, 27],
-                 [140, 21, 21], [38, 125, 255], [33, 106, 217], [27, 87, 178],
-                 [21, 69, 140], [255, 168, 38], [158, 217, 33], [27, 178, 51],
-                 [59, 21, 140], [38, 255, 73], [33, 217, 62], [27, 178, 51],
-                 [21, 140, 40], [255, 38, 233], [217, 33, 198], [178, 27, 163],
-                 [140, 21, 128]]
+#: ToyShapes21: ten pairs of confusable classes, named after their cues
+#: (hue, texture where the pair differs in it, outline).
+TOY21_CLASSES = ('background', 'red-disk', 'red-cross', 'orange-plain-square',
+                 'orange-striped-square', 'yellow-triangle', 'yellow-ring',
+                 'lime-plain-disk', 'lime-checked-disk', 'green-square',
+                 'green-star', 'teal-plain-triangle', 'teal-dotted-triangle',
+                 'azure-disk', 'azure-bar', 'blue-plain-square',
+                 'blue-checked-square', 'purple-triangle', 'purple-crescent',
+                 'magenta-plain-disk', 'magenta-striped-disk')
+#: Each pair in the colour of its hue, the rarer member darker
+#: (visualisation only).
+TOY21_PALETTE = [
+    [0, 0, 0],
+    [255, 38, 38], [153, 23, 23],
+    [255, 142, 38], [153, 85, 23],
+    [255, 246, 38], [153, 148, 23],
+    [134, 255, 38], [80, 153, 23],
+    [38, 255, 73], [23, 153, 44],
+    [38, 255, 203], [23, 153, 122],
+    [38, 177, 255], [23, 106, 153],
+    [38, 47, 255], [23, 28, 153],
+    [160, 38, 255], [96, 23, 153],
+    [255, 38, 194], [153, 23, 117]
+]
 
 
 @DATASETS.register_module()
@@ -177,8 +184,8 @@ class ToyShapesDataset(BaseSegDataset):
 
 @DATASETS.register_module()
 class ToyShapes21Dataset(ToyShapesDataset):
-    """ToyShapes21: 20 object classes in five groups of four confusable
-    classes, with a long-tailed frequency.
+    """ToyShapes21: 20 object classes in ten pairs of confusable classes,
+    with a long-tailed frequency.
 
     Same layout, validation and arguments as :class:`ToyShapesDataset`.
     Generate the files once with ``python

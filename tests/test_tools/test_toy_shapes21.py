@@ -10,8 +10,9 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 from toy_drawing import SHAPES
 from toy_shapes import CLASSES as TOY_CLASSES
-from toy_shapes21 import (CLASS_PROBS, CLASSES, OBJECT_CLASSES, PALETTE,
-                          SOURCE_CLASSES, SOURCE_SHAPES, frequency_ranks,
+from toy_shapes21 import (CLASS_PROBS, CLASSES, HUE_SPREAD, HUES,
+                          OBJECT_CLASSES, PALETTE, SOURCE_CLASSES,
+                          SOURCE_SHAPES, frequency_ranks,
                           generate_toy21_dataset, render_sample,
                           render_source_image)
 
@@ -43,15 +44,19 @@ def test_class_set_and_groups():
     assert len(CLASSES) == 21 and CLASSES[0] == 'background'
     assert len(set(CLASSES)) == 21 and len(PALETTE) == 21
     assert ToyShapes21Dataset.METAINFO['classes'] == CLASSES
-    # five groups of four: each shares two cues and differs in the third
-    cues = ('shape', 'hue', 'texture')
-    for start in range(0, 20, 4):
-        group = OBJECT_CLASSES[start:start + 4]
-        varying = [c for c in cues if len({getattr(m, c) for m in group}) > 1]
-        assert len(varying) == 1, group
-        assert len({getattr(m, varying[0]) for m in group}) == 4
+    # ten pairs: each has its own hue, and its members share one of
+    # outline / texture and differ in the other
+    pairs = [OBJECT_CLASSES[i:i + 2] for i in range(0, 20, 2)]
+    assert len({a.hue for a, _ in pairs}) == 10
+    for a, b in pairs:
+        assert a.hue == b.hue
+        assert (a.shape == b.shape) != (a.texture == b.texture), (a, b)
+        assert a.name.startswith(a.hue) and b.name.startswith(b.hue)
     # every class is a distinct (shape, hue, texture)
     assert len({(c.shape, c.hue, c.texture) for c in OBJECT_CLASSES}) == 20
+    # neighbouring group hues lie at least 4 spreads apart
+    hues = sorted(HUES.values()) + [1.]
+    assert min(b - a for a, b in zip(hues, hues[1:])) >= 4 * HUE_SPREAD
     # the pretraining outlines are none of the target's
     assert not set(SOURCE_SHAPES) & {c.shape for c in OBJECT_CLASSES}
     assert not set(SOURCE_SHAPES) & set(TOY_CLASSES)
@@ -63,13 +68,13 @@ def test_class_set_and_groups():
 def test_long_tailed_frequency():
     ranks = frequency_ranks()
     assert sorted(ranks.tolist()) == list(range(1, 21))
-    # round the groups: the first member of group A, B, ... ranks 1, 2, ...
-    assert ranks[[0, 4, 8, 12, 16]].tolist() == [1, 2, 3, 4, 5]
-    assert ranks[19] == 20
+    # the first member of each pair ranks 1-10, the second 11-20
+    assert ranks[0::2].tolist() == list(range(1, 11))
+    assert ranks[1::2].tolist() == list(range(11, 21))
     assert CLASS_PROBS.sum() == pytest.approx(1.)
-    assert CLASS_PROBS[0] == pytest.approx(1 / sum(1 / k
-                                                   for k in range(1, 21)))
-    assert CLASS_PROBS[0] / CLASS_PROBS[19] == pytest.approx(20.)
+    assert CLASS_PROBS[0] == pytest.approx(
+        1 / sum(k**-0.5 for k in range(1, 21)))
+    assert CLASS_PROBS[0] / CLASS_PROBS[19] == pytest.approx(20**0.5)
 
 
 def test_layout_and_meta(root):

@@ -5,10 +5,11 @@ The paper's networks start from ImageNet weights; the ToyShapes21 configs
 start from the weights this tool writes. The source task shares no class
 and no image with the target: 64x64 images of one object whose outline is
 none of the target's (pentagon, hexagon, semidisk, frame, L, T, arrow,
-double disk), classified by (outline, texture) among 8 x 4 = 32 classes,
-on the target's kind of cluttered background and in any hue
-(:func:`render_source_image` of ``tools/dataset_converters/toy_shapes21.py``;
-its random streams never meet the target dataset's).
+double disk), in any texture, classified by (outline, quarter of the hue
+circle) among 8 x 4 = 32 classes, on the target's kind of cluttered
+background (:func:`render_source_image` of
+``tools/dataset_converters/toy_shapes21.py``; its random streams never meet
+the target dataset's).
 
 The network is the backbone of ``configs/_base_/models/
 deeplabv3plus_r18-d8_toy.py`` (ResNet-18-V1c, 32-channel stem and base)
@@ -54,7 +55,7 @@ from _bench_common import ROOT  # noqa: E402
 
 #: The model config whose backbone is pretrained.
 MODEL_CONFIG = 'configs/_base_/models/deeplabv3plus_r18-d8_toy.py'
-CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-shapes.pth'
+CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-shapes-hues.pth'
 #: Seed streams of the source images (the target generator uses 0-2).
 TRAIN_STREAM, VAL_STREAM = 1000, 1001
 
@@ -197,16 +198,17 @@ def _cached_meta(path: str) -> Optional[dict]:
 
 def pretrain(args: argparse.Namespace) -> dict:
     """Train, evaluate and save; return the checkpoint's ``meta``."""
+    from toy_shapes21 import SOURCE_CLASSES
     out = osp.abspath(osp.expanduser(args.out or default_output()))
     meta = _cached_meta(out)
     if not args.force and meta is not None \
-            and meta.get('arguments') == _arguments(args):
+            and meta.get('arguments') == _arguments(args) \
+            and meta.get('source_classes') == list(SOURCE_CLASSES):
         print(f'[pretrain] reusing {out} (source accuracy '
               f"{meta['val_accuracy']:.1f} %); --force trains again")
         return dict(meta, path=out, reused=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from toy_shapes21 import SOURCE_CLASSES
     start = time.perf_counter()
     train_images, train_labels = make_images(args.num_images, args.img_size,
                                              args.seed, TRAIN_STREAM)

@@ -3,29 +3,35 @@
 
 The 6-class ToyShapes leaves an unlabeled pixel only three candidate
 negative classes (ranks 3-5) in U2PL's contrastive loss. ToyShapes21 moves
-towards PASCAL VOC: background + 20 object classes in five groups of four
-confusable classes, several objects per image and a long-tailed class
-frequency. Its design (classes, cues, frequencies, sizes, splits) is
-written down in ``docs/benchmarks.md`` ("ToyShapes21"). The on-disk layout,
-the seeding per image and the split lists are the toy's
-(:mod:`toy_writer`, drawn with :mod:`toy_drawing`).
+towards PASCAL VOC: background + 20 object classes in ten confusable pairs,
+several objects per image and a long-tailed class frequency. Its design
+(classes, cues, frequencies, sizes, splits, and why it changed from the
+first version) is written down in ``docs/benchmarks.md`` ("ToyShapes21").
+The on-disk layout, the seeding per image and the split lists are the
+toy's (:mod:`toy_writer`, drawn with :mod:`toy_drawing`).
 
-Within a group the classes share two of three cues (outline, colour,
-texture) and differ in the third:
+Each group (a pair) has its own hue; its two classes share the hue and
+one of outline or texture, and differ in the other:
 
-==========  ======================  ===========  ===========================
-group       shared                  differs in   classes
-==========  ======================  ===========  ===========================
-A           red, plain              outline      disk, square, triangle, cross
-B           blue, disk              texture      plain, stripes, dots, checker
-C           square, stripes         hue          orange, lime, green, purple
-D           green, dots             outline      ring, star, bar, crescent
-E           magenta, triangle       texture      plain, stripes, dots, checker
-==========  ======================  ===========  ===========================
+=======  =====  =================  ===================================
+group    hue    shared             the two classes differ in
+=======  =====  =================  ===================================
+red      0.00   plain              outline: disk / cross
+orange   0.08   square             texture: plain / stripes
+yellow   0.16   plain              outline: triangle / ring
+lime     0.26   disk               texture: plain / checker
+green    0.36   plain              outline: square / star
+teal     0.46   triangle           texture: plain / dots
+azure    0.56   plain              outline: disk / bar
+blue     0.66   square             texture: plain / checker
+purple   0.76   plain              outline: triangle / crescent
+magenta  0.88   disk               texture: plain / stripes
+=======  =====  =================  ===================================
 
 The module also draws the images of the backbone's pretraining task
 (:func:`render_source_image`): one object of an outline that no target
-class uses, labelled by its (outline, texture) pair.
+class uses, labelled by its outline and the quarter of the hue circle its
+colour lies in.
 """
 from typing import NamedTuple, Sequence, Tuple
 
@@ -37,19 +43,22 @@ from toy_writer import DatasetSpec, generate_dataset
 from mmseg_u2pl.datasets.toy_dataset import TOY21_CLASSES as CLASSES
 from mmseg_u2pl.datasets.toy_dataset import TOY21_PALETTE as PALETTE
 
-GENERATOR_VERSION = '1.0'
+GENERATOR_VERSION = '2.0'
 
 HUES = dict(
     red=0.0,
-    orange=0.1,
-    lime=0.22,
+    orange=0.08,
+    yellow=0.16,
+    lime=0.26,
     green=0.36,
-    blue=0.6,
-    purple=0.72,
-    magenta=0.85)
-#: Hue spread of the object colours (the 6-class toy uses 0.1, where colour
-#: is only a hint; here hue is the cue of group C).
-HUE_SPREAD = 0.025
+    teal=0.46,
+    azure=0.56,
+    blue=0.66,
+    purple=0.76,
+    magenta=0.88)
+#: Hue spread of the object colours: neighbouring groups lie 4-6 spreads
+#: apart, so the hue tells the group and not the class within it.
+HUE_SPREAD = 0.02
 #: Class textures: strong enough to read after a 0.5x rescale.
 CUE_CONTRAST = (0.5, 0.9)
 CUE_PERIOD = (5., 10.)
@@ -63,49 +72,42 @@ class ObjectClass(NamedTuple):
     texture: str
 
 
-def _group(shapes, hues, textures) -> Tuple[Tuple[str, str, str], ...]:
-    return tuple(zip(shapes, hues, textures))
-
-
 #: (outline, hue, texture) of the object classes, in the order of
-#: :data:`CLASSES`.
+#: :data:`CLASSES`: the two members of each group are neighbours.
 _CUES = (
-    # A: red, plain; outline differs
-    _group(('disk', 'square', 'triangle', 'cross'), ['red'] * 4, ['plain'] * 4)
-    # B: blue disk; texture differs
-    + _group(['disk'] * 4, ['blue'] * 4,
-             ('plain', 'stripes', 'dots', 'checker'))
-    # C: striped square; hue differs
-    + _group(['square'] * 4,
-             ('orange', 'lime', 'green', 'purple'), ['stripes'] * 4)
-    # D: green, dots; outline differs
-    + _group(('ring', 'star', 'bar', 'crescent'), ['green'] * 4, ['dots'] * 4)
-    # E: magenta triangle; texture differs
-    + _group(['triangle'] * 4, ['magenta'] * 4,
-             ('plain', 'stripes', 'dots', 'checker')))
+    ('disk', 'red', 'plain'), ('cross', 'red', 'plain'),
+    ('square', 'orange', 'plain'), ('square', 'orange', 'stripes'),
+    ('triangle', 'yellow', 'plain'), ('ring', 'yellow', 'plain'),
+    ('disk', 'lime', 'plain'), ('disk', 'lime', 'checker'),
+    ('square', 'green', 'plain'), ('star', 'green', 'plain'),
+    ('triangle', 'teal', 'plain'), ('triangle', 'teal', 'dots'),
+    ('disk', 'azure', 'plain'), ('bar', 'azure', 'plain'),
+    ('square', 'blue', 'plain'), ('square', 'blue', 'checker'),
+    ('triangle', 'purple', 'plain'), ('crescent', 'purple', 'plain'),
+    ('disk', 'magenta', 'plain'), ('disk', 'magenta', 'stripes'))
 OBJECT_CLASSES = tuple(
     ObjectClass(name, *cues) for name, cues in zip(CLASSES[1:], _CUES))
-GROUP_SIZE = 4
-NUM_GROUPS = 5
+GROUP_SIZE = 2
+NUM_GROUPS = 10
 
 
 def frequency_ranks() -> np.ndarray:
     """Frequency rank (1 = most frequent) of each object class.
 
-    Ranks go round the groups: the first class of group A has rank 1, the
-    first of B rank 2, ..., the last of E rank 20.
+    The first member of each group ranks 1-10 (group order), the second
+    11-20: every group has a frequent and a rarer member.
     """
     index = np.arange(len(OBJECT_CLASSES))
     return (index % GROUP_SIZE) * NUM_GROUPS + index // GROUP_SIZE + 1
 
 
-#: Probability of each object class per drawn object, ``1 / rank``
-#: normalised (27.8 % for the most frequent, 1.4 % for the rarest).
-CLASS_PROBS = (1. / frequency_ranks()) / np.sum(1. / frequency_ranks())
+#: Probability of each object class per drawn object, ``1 / sqrt(rank)``
+#: normalised (13.6 % for the most frequent, 3.0 % for the rarest).
+CLASS_PROBS = (frequency_ranks()**-0.5) / np.sum(frequency_ranks()**-0.5)
 
-MIN_OBJECTS, MAX_OBJECTS = 2, 6
-MIN_OBJECT_SIZE = 16.
-MAX_OBJECT_SIZE_RATIO = 0.5  # of the image side
+MIN_OBJECTS, MAX_OBJECTS = 3, 6
+MIN_OBJECT_SIZE = 20.
+MAX_OBJECT_SIZE_RATIO = 0.58  # of the image side: 56 pixels of 96
 
 DEFAULT_NUM_TRAIN = 512
 DEFAULT_NUM_VAL = 256
@@ -113,10 +115,13 @@ DEFAULT_IMG_SIZE = 96
 DEFAULT_FRACTIONS = ('1/32', '1/16', '1/8', '1/4', '1/2', '1')
 
 
-def _cue_painter(rng: np.random.Generator, hue: float, texture: str,
-                 img_size: int):
+def _cue_painter(rng: np.random.Generator,
+                hue: float,
+                texture: str,
+                img_size: int,
+                spread: float = HUE_SPREAD):
     """``paint(ys, xs)`` for :func:`toy_drawing.paint_object`: colours
-    around ``hue`` (spread :data:`HUE_SPREAD`) in a readable ``texture``."""
+    around ``hue`` (normal, std ``spread``) in a readable ``texture``."""
 
     def paint(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return draw_texture(
@@ -128,7 +133,7 @@ def _cue_painter(rng: np.random.Generator, hue: float, texture: str,
             kind=texture,
             contrast_range=CUE_CONTRAST,
             period_range=CUE_PERIOD,
-            spread=HUE_SPREAD)
+            spread=spread)
 
     return paint
 
@@ -195,18 +200,21 @@ def generate_toy21_dataset(out_dir: str,
 SOURCE_SHAPES = ('pentagon', 'hexagon', 'semidisk', 'frame', 'ell', 'tee',
                  'arrow', 'double-disk')
 SOURCE_TEXTURES = ('plain', 'stripes', 'dots', 'checker')
-#: Source classes: every (outline, texture) pair.
-SOURCE_CLASSES = tuple(f'{shape}/{texture}' for shape in SOURCE_SHAPES
-                       for texture in SOURCE_TEXTURES)
+#: Quarters of the hue circle, ``[k / 4, (k + 1) / 4)``.
+SOURCE_HUE_BINS = 4
+#: Source classes: every (outline, hue quarter) pair.
+SOURCE_CLASSES = tuple(f'{shape}/hue{k}' for shape in SOURCE_SHAPES
+                       for k in range(SOURCE_HUE_BINS))
 
 
 def render_source_image(rng: np.random.Generator,
                         img_size: int) -> Tuple[np.ndarray, int]:
     """One image of the pretraining task and its class.
 
-    A single object of a :data:`SOURCE_SHAPES` outline with a
-    :data:`SOURCE_TEXTURES` texture of any hue, 40-80 % of the image side,
-    on the target's kind of cluttered background.
+    A single object of a :data:`SOURCE_SHAPES` outline, 40-80 % of the
+    image side, in a colour whose hue is uniform in the quarter of the hue
+    circle its class names, with a random :data:`SOURCE_TEXTURES` texture
+    (not part of the class), on the target's kind of cluttered background.
 
     Args:
         rng (np.random.Generator): Random stream of this image.
@@ -219,10 +227,11 @@ def render_source_image(rng: np.random.Generator,
     canvas, grid_y, grid_x = cluttered_background(rng, img_size,
                                                   list(HUES.values()))
     label = int(rng.integers(len(SOURCE_CLASSES)))
-    shape = SOURCE_SHAPES[label // len(SOURCE_TEXTURES)]
-    texture = SOURCE_TEXTURES[label % len(SOURCE_TEXTURES)]
+    shape = SOURCE_SHAPES[label // SOURCE_HUE_BINS]
+    hue = (label % SOURCE_HUE_BINS + rng.uniform(0., 1.)) / SOURCE_HUE_BINS
+    texture = SOURCE_TEXTURES[int(rng.integers(len(SOURCE_TEXTURES)))]
     size = rng.uniform(0.4, 0.8) * img_size
     cy, cx = img_size / 2 + rng.uniform(-0.15, 0.15, size=2) * img_size
-    paint = _cue_painter(rng, rng.uniform(0., 1.), texture, img_size)
-    paint_object(rng, canvas, grid_y, grid_x, shape, size, cy, cx, paint)
+    paint_object(rng, canvas, grid_y, grid_x, shape, size, cy, cx,
+                 _cue_painter(rng, hue, texture, img_size, spread=0.))
     return add_noise(rng, canvas), label
