@@ -3,9 +3,10 @@
 
 The tiny toy dataset is laid out as a user's folder (training and validation
 images in two folders, masks of the labeled images only, two split lists);
-the template's edit block is pointed at it, and the datasets and the model
-are built from the edited file.
+the template's edit block is pointed at it, the datasets and the model are
+built from the edited file, and a shrunk copy trains in the runner.
 """
+import glob
 import os
 import os.path as osp
 import re
@@ -15,7 +16,8 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from mmseg.registry import DATASETS, MODELS
+from mmseg.registry import DATASETS, MODELS, RUNNERS
+from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import toy_data_root  # noqa: F401  (pytest fixture)
 from toy_fixtures import REPO_ROOT, toy_split
 
@@ -25,7 +27,7 @@ from mmseg_u2pl.datasets.toy_dataset import TOY_PALETTE as PALETTE
 from mmseg_u2pl.utils.launch import convert_sync_bn
 
 TEMPLATE = osp.join(REPO_ROOT, 'configs', 'u2pl',
-                    'u2pl_deeplabv3plus_r18-d8_1xb4+4-20k_custom-512x512.py')
+                    'u2pl_deeplabv3plus_r18-d8_1xb4+4-80e_custom-512x512.py')
 BEGIN = '# ----------------------------- edit this block'
 
 
@@ -92,6 +94,23 @@ def test_template_defaults():
     assert labeled.data_root == 'data/my_dataset'
     assert labeled.ann_file == 'splits/labeled.txt'
     assert cfg.model.segmentor.decode_head.num_classes == 2
+    # the paper's schedule in epochs of the unlabeled images
+    assert cfg.train_cfg == dict(
+        type='EpochBasedTrainLoop', max_epochs=80, val_interval=4)
+    [poly] = cfg.param_scheduler
+    assert poly.type == 'PolyLR' and poly.end == 80
+    assert poly.by_epoch and poly.convert_to_iter_based
+    [teacher] = [h for h in cfg.custom_hooks if h.type == 'MeanTeacherHook']
+    assert teacher == dict(
+        type='MeanTeacherHook', warmup_epochs=1, max_decay=0.99)
+    checkpoint = cfg.default_hooks.checkpoint
+    assert checkpoint.by_epoch and checkpoint.interval == 4
+    assert checkpoint.save_best == 'better/mIoU'
+    assert cfg.default_hooks.logger.log_metric_by_epoch
+    assert cfg.log_processor.by_epoch
+    assert cfg.train_dataloader.sampler == dict(
+        type='DefaultSampler', shuffle=True)
+    assert cfg.train_dataloader.drop_last
 
 
 def test_edited_template_builds(edited_config):
@@ -120,3 +139,70 @@ def test_edited_template_builds(edited_config):
     with torch.no_grad():
         logits = model.student(torch.zeros(1, 3, 64, 64), mode='tensor')
     assert logits.shape[1] == len(CLASSES)
+
+
+def shrink_for_cpu(cfg: Config, work_dir: str, size: int = 64) -> Config:
+    """A short CPU run: a ResNet-18 with 8 base channels, tiny crops,
+    memory bank and representation head, 2 epochs of 2 + 2 images.
+
+    Loop, hooks, scheduler, validation loop, checkpoint rule, datasets and
+    pipelines stay as the template sets them.
+    """
+    student = cfg.model.segmentor
+    student.backbone.update(stem_channels=16, base_channels=8, init_cfg=None)
+    student.decode_head.update(
+        in_channels=64, c1_in_channels=8, channels=16, c1_channels=4)
+    convert_sync_bn(cfg.model)
+    student.data_preprocessor.size = (size, size)
+    cfg.model.contrastive_loss.memory_size = 100
+    cfg.model.representation_head.update(channels=16, out_channels=16)
+    dataset = cfg.train_dataloader.dataset
+    for side in (dataset.labeled, dataset.unlabeled):
+        for transform in side.pipeline:
+            if transform.type == 'RandomResize':
+                transform.scale = (size, size)
+            if transform.type == 'RandomCrop':
+                transform.crop_size = (size, size)
+    for key in ('val_dataloader', 'test_dataloader'):
+        for transform in cfg[key].dataset.pipeline:
+            if transform.type == 'Resize':
+                transform.scale = (size, size)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].update(num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.batch_size = 2
+    cfg.train_cfg.update(max_epochs=2, val_interval=1)
+    cfg.param_scheduler[0].end = 2
+    cfg.default_hooks.checkpoint.interval = 1
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    # a fresh visualizer, not one left by another runner of this process
+    cfg.visualizer.name = f'visualizer_{abs(hash(work_dir))}'
+    return cfg
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_edited_template_trains_by_epoch(edited_config, tmp_path):
+    """Epochs of the unlabeled images, a 1-epoch warm-up, best checkpoint."""
+    work_dir = str(tmp_path / 'work_custom')
+    # no yapf formatting of the config text that the runner dumps and
+    # stores in every checkpoint (most of the run's time otherwise);
+    # Config.fromfile does not pass format_python_code on
+    cfg = Config(
+        Config.fromfile(edited_config).to_dict(), format_python_code=False)
+    cfg = shrink_for_cpu(cfg, work_dir)
+    runner = RUNNERS.build(cfg)  # as tools/train.py: cfg.runner_type
+    assert type(runner).__name__ == 'ExactResumeRunner'
+    runner.train()
+    # an epoch is one pass over the 56 unlabeled images, 2 per iteration
+    num_unlabeled = len(runner.train_dataloader.dataset.unlabeled)
+    assert num_unlabeled == 56
+    assert len(runner.train_dataloader) == num_unlabeled // 2 == 28
+    assert (runner.epoch, runner.iter) == (2, 2 * 28)
+    [hook] = [h for h in runner.hooks if type(h).__name__ == 'MeanTeacherHook']
+    assert hook.t_w == 28  # one epoch
+    scalars = runner.message_hub.log_scalars
+    # the second epoch is semi-supervised
+    assert 'train/unsup.loss_ce' in scalars
+    assert 'val/better/mIoU' in scalars
+    best = glob.glob(osp.join(work_dir, 'best_better_mIoU_epoch_*.pth'))
+    assert len(best) == 1

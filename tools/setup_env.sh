@@ -70,18 +70,8 @@ if [[ -z "$WHEEL" ]]; then
     "${PIP[@]}" download -q --no-cache-dir --no-deps --no-binary :all: --no-build-isolation \
         -d "$BUILD_TMP" "mmcv==$MMCV_VERSION"
     tar -xzf "$BUILD_TMP/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD_TMP"
-    # torch >= 2.14's headers need C++20; mmcv 2.1.0 compiles its CPU ops
-    # with -std=c++17 (one line of its setup.py, changed here).
-    "$VENV/bin/python" - "$BUILD_TMP/mmcv-$MMCV_VERSION/setup.py" <<'EOF'
-import sys
-path = sys.argv[1]
-text = open(path).read()
-old = "extra_compile_args['cxx'] = ['-std=c++17']"
-if text.count(old) != 1:
-    sys.exit(f'[setup_env] ERROR: {path}: expected one line `{old}` to '
-             'switch to C++20; mmcv\'s setup.py changed, update this step.')
-open(path, 'w').write(text.replace(old, old.replace('c++17', 'c++20')))
-EOF
+    # torch >= 2.14's headers need C++20; mmcv 2.1.0 asks for C++17
+    "$VENV/bin/python" tools/patch_mmcv_source.py "$BUILD_TMP/mmcv-$MMCV_VERSION/setup.py"
     (cd "$BUILD_TMP" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "${PIP[@]}" wheel --no-cache-dir --no-build-isolation --no-deps -w "$BUILD_TMP/out" \
         "$BUILD_TMP/mmcv-$MMCV_VERSION")

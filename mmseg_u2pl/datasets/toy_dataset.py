@@ -17,15 +17,20 @@ TOY_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
                [0, 130, 200], [245, 130, 48]]
 
 #: ToyShapes21: ten pairs of confusable classes, named after their cues
-#: (hue, texture where the pair differs in it, outline).
-TOY21_CLASSES = ('background', 'red-disk', 'red-cross', 'orange-plain-square',
-                 'orange-striped-square', 'yellow-triangle', 'yellow-ring',
-                 'lime-plain-disk', 'lime-checked-disk', 'green-square',
-                 'green-star', 'teal-plain-triangle', 'teal-dotted-triangle',
-                 'azure-disk', 'azure-bar', 'blue-plain-square',
-                 'blue-checked-square', 'purple-triangle', 'purple-crescent',
-                 'magenta-plain-disk', 'magenta-striped-disk')
-#: Each pair in the colour of its hue, the rarer member darker
+#: (tone, hue, texture where the pair differs in it, outline).
+TOY21_CLASSES = (
+    'background',
+    'light-red-disk', 'dark-red-cross',
+    'light-orange-plain-square', 'dark-orange-striped-square',
+    'light-yellow-triangle', 'dark-yellow-ring',
+    'light-lime-plain-disk', 'dark-lime-checked-disk',
+    'light-green-square', 'dark-green-star',
+    'light-teal-plain-triangle', 'dark-teal-dotted-triangle',
+    'light-azure-disk', 'dark-azure-bar',
+    'light-blue-plain-square', 'dark-blue-checked-square',
+    'light-purple-triangle', 'dark-purple-crescent',
+    'light-magenta-plain-disk', 'dark-magenta-striped-disk')
+#: Each pair in the colour of its hue, the dark member darker
 #: (visualisation only).
 TOY21_PALETTE = [
     [0, 0, 0],

@@ -237,7 +237,7 @@ def test_sigkilled_two_process_run_resumes_exactly(setup):
 def test_every_config_uses_the_exact_resume_runner():
     """Set once in default_runtime.py; no config may override it (the
     own-dataset template, one file without bases, sets it itself)."""
-    template = 'u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-20k_custom-512x512.py'
+    template = 'u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-80e_custom-512x512.py'
     configs = glob.glob(
         osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
     assert len(configs) > 40

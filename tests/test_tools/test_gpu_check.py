@@ -185,3 +185,22 @@ def test_dry_run(tmp_path):
     for name in PARTS:
         assert f'| {name} | ok |' in report
     assert '| floor (supervised + teacher forward on B_u) |' in report
+
+
+def test_mmcv_source_is_unpacked_and_switched_to_cxx20(tmp_path):
+    import tarfile
+    line = "            extra_compile_args['cxx'] = ['-std=c++17']\n"
+    src = tmp_path / 'mmcv-2.1.0'
+    src.mkdir()
+    (src / 'setup.py').write_text('import os\n' + line + 'x = 1\n')
+    archive = tmp_path / 'mmcv-2.1.0.tar.gz'
+    with tarfile.open(archive, 'w:gz') as tar:
+        tar.add(src, arcname='mmcv-2.1.0')
+    folder = gpu_check.unpack_mmcv_source(str(archive))
+    with open(osp.join(folder, 'setup.py')) as f:
+        text = f.read()
+    assert "['-std=c++20']" in text and 'c++17' not in text
+    # a source without the line is refused, naming the file
+    (src / 'setup.py').write_text('import os\n')
+    with pytest.raises(ValueError, match='setup.py'):
+        gpu_check.unpack_mmcv_source(str(src))

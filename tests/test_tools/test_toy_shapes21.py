@@ -12,9 +12,9 @@ from toy_drawing import SHAPES
 from toy_shapes import CLASSES as TOY_CLASSES
 from toy_shapes21 import (CLASS_PROBS, CLASSES, HUE_SPREAD, HUES,
                           OBJECT_CLASSES, PALETTE, SOURCE_CLASSES,
-                          SOURCE_SHAPES, frequency_ranks,
+                          SOURCE_SHAPES, TONES, frequency_ranks,
                           generate_toy21_dataset, render_sample,
-                          render_source_image)
+                          render_source_sample)
 
 from mmseg_u2pl.datasets import ToyShapes21Dataset
 
@@ -51,9 +51,18 @@ def test_class_set_and_groups():
     for a, b in pairs:
         assert a.hue == b.hue
         assert (a.shape == b.shape) != (a.texture == b.texture), (a, b)
-        assert a.name.startswith(a.hue) and b.name.startswith(b.hue)
+        # and tones: the first light, the second dark
+        assert (a.tone, b.tone) == ('light', 'dark')
+        assert a.name.startswith(f'light-{a.hue}-')
+        assert b.name.startswith(f'dark-{b.hue}-')
     # every class is a distinct (shape, hue, texture)
     assert len({(c.shape, c.hue, c.texture) for c in OBJECT_CLASSES}) == 20
+    # the tones' ranges overlap (some pixels are ambiguous by colour)
+    light, dark = TONES['light'], TONES['dark']
+    for key in ('saturation', 'value'):
+        assert light[key][0] < dark[key][1] and dark[key][0] < light[key][1]
+    assert light['value'][1] > dark['value'][1]
+    assert light['saturation'][0] < dark['saturation'][0]
     # neighbouring group hues lie at least 4 spreads apart
     hues = sorted(HUES.values()) + [1.]
     assert min(b - a for a, b in zip(hues, hues[1:])) >= 4 * HUE_SPREAD
@@ -152,9 +161,12 @@ def test_dataset_class_reads_it(root):
 
 def test_source_images():
     labels = set()
-    for index in range(64):
-        image, label = render_source_image(
+    for index in range(16):
+        image, label = render_source_sample(
             np.random.default_rng([0, 1000, index]), 64)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
-        labels.add(label)
-    assert labels <= set(range(len(SOURCE_CLASSES))) and len(labels) > 16
+        assert label.shape == (64, 64) and label.dtype == np.uint8
+        assert 0 in label and label.max() > 0  # background and objects
+        labels |= set(np.unique(label).tolist())
+    assert labels <= set(range(len(SOURCE_CLASSES) + 1))
+    assert len(labels) > 16

@@ -431,6 +431,24 @@ def is_installed(distribution: str) -> bool:
     return True
 
 
+def unpack_mmcv_source(source: str) -> str:
+    """The mmcv source folder to build: a ``.tar.gz`` is unpacked into a
+    temporary folder; its ``setup.py`` is switched to C++20 (torch >= 2.14's
+    headers need it; ``tools/patch_mmcv_source.py``)."""
+    if osp.isdir(source):
+        folder = source
+    else:
+        import tarfile
+        target = tempfile.mkdtemp(prefix='mmcv_src_')
+        with tarfile.open(source) as archive:
+            archive.extractall(target, filter='data')
+        [folder] = glob.glob(osp.join(target, 'mmcv-*'))
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    from patch_mmcv_source import patch_setup
+    patch_setup(osp.join(folder, 'setup.py'))
+    return folder
+
+
 def write_stand_in_ext(package_dir: str) -> str:
     """Write the stand-in ``_ext.py`` into mmcv's package folder."""
     path = osp.join(package_dir, '_ext.py')
@@ -660,7 +678,8 @@ class Check:
             PATH=osp.dirname(sys.executable) + os.pathsep +
             os.environ.get('PATH', ''))
         start = time.time()
-        build = pip + ['--no-build-isolation', sources[0]]
+        source = unpack_mmcv_source(sources[0])
+        build = pip + ['--no-build-isolation', source]
         code = self.run_command(build, env, limit - 30, log, log)
         info['build_s'] = round(time.time() - start, 1)
         info['build'] = (f'MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS={args.jobs} '

@@ -3,20 +3,20 @@
 
 The paper's networks start from ImageNet weights; the ToyShapes21 configs
 start from the weights this tool writes. The source task shares no class
-and no image with the target: 64x64 images of one object whose outline is
-none of the target's (pentagon, hexagon, semidisk, frame, L, T, arrow,
-double disk), in any texture, classified by (outline, quarter of the hue
-circle) among 8 x 4 = 32 classes, on the target's kind of cluttered
-background (:func:`render_source_image` of
-``tools/dataset_converters/toy_shapes21.py``; its random streams never meet
-the target dataset's).
+and no image with the target: 64x64 scenes of 2-5 objects whose outlines
+are none of the target's (pentagon, hexagon, semidisk, frame, L, T, arrow,
+double disk), of any texture and tone, labelled per pixel by (outline,
+quarter of the hue circle): 8 x 4 = 32 classes and the background, on the
+target's kind of cluttered background (:func:`render_source_sample` of
+``tools/dataset_converters/toy_shapes21.py``; its random streams never
+meet the target dataset's). A dense task, as the target's, so that the
+backbone's features stay spatially precise.
 
 The network is the backbone of ``configs/_base_/models/
-deeplabv3plus_r18-d8_toy.py`` (ResNet-18-V1c, 32-channel stem and base)
-with ImageNet-style strides (output stride 32, no dilation: the same
-weights as the dilated segmentation backbone, as for mmseg's ImageNet
-checkpoints), global average pooling and a linear classifier. The output
-is ``{'state_dict': <backbone weights>, 'meta': {...}}`` with the
+deeplabv3plus_r18-d8_toy.py`` (ResNet-18-V1c, 32-channel stem and base,
+output stride 8, BN instead of SyncBN) with a 1x1 convolution classifying
+its last feature map, upsampled to the image. The output is
+``{'state_dict': <backbone weights>, 'meta': {...}}`` with the
 backbone's own keys (``stem.0.weight``, ``layer1.0.conv1.weight``, ...),
 the form mmseg configs load with
 ``backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH)``. By default
@@ -26,9 +26,8 @@ a checkpoint made with the same arguments is reused (``--force`` trains
 again). The configs name the default path; a checkpoint elsewhere is
 passed with ``--cfg-options model.backbone.init_cfg.checkpoint=PATH``.
 
-Run time of the defaults (2,000 iterations of 64 images, 2 threads): 15 s
-of drawing and about 6 minutes of training on 2 free cores of this
-project's CPU machine (docs/benchmarks.md, ToyShapes21).
+Run time of the defaults (2,000 iterations of 16 images, 2 threads): see
+docs/benchmarks.md (ToyShapes21).
 
 Examples::
 
@@ -55,7 +54,7 @@ from _bench_common import ROOT  # noqa: E402
 
 #: The model config whose backbone is pretrained.
 MODEL_CONFIG = 'configs/_base_/models/deeplabv3plus_r18-d8_toy.py'
-CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-shapes-hues.pth'
+CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-scenes.pth'
 #: Seed streams of the source images (the target generator uses 0-2).
 TRAIN_STREAM, VAL_STREAM = 1000, 1001
 
@@ -74,7 +73,7 @@ def model_config():
 
 
 def build_backbone(cfg) -> nn.Module:
-    """The config's ResNet-18-V1c with classification strides and BN."""
+    """The config's ResNet-18-V1c (its strides and dilations) with BN."""
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
@@ -82,35 +81,34 @@ def build_backbone(cfg) -> nn.Module:
     init_default_scope('mmseg')
     backbone = dict(cfg.model.backbone)
     backbone.update(
-        strides=(1, 2, 2, 2),
-        dilations=(1, 1, 1, 1),
-        norm_cfg=dict(type='BN', requires_grad=True),
-        init_cfg=None)
+        norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None)
     return MODELS.build(backbone)
 
 
-class SourceClassifier(nn.Module):
-    """Backbone, global average pooling and a linear classifier."""
+class SourceSegmenter(nn.Module):
+    """Backbone and a 1x1 classifier of its last feature map, upsampled."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(backbone.feat_dim, num_classes)
+        self.classifier = nn.Conv2d(backbone.feat_dim, num_classes, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats = self.backbone(images)[-1]
-        return self.fc(feats.mean(dim=(2, 3)))
+        logits = self.classifier(self.backbone(images)[-1])
+        return F.interpolate(
+            logits, images.shape[2:], mode='bilinear', align_corners=False)
 
 
 def make_images(num: int, img_size: int, seed: int,
                 stream: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``num`` source images ``(N, H, W, 3)`` uint8 and their classes."""
-    from toy_shapes21 import render_source_image
+    """``num`` source images ``(N, H, W, 3)`` and label maps ``(N, H, W)``,
+    uint8."""
+    from toy_shapes21 import render_source_sample
     images = np.empty((num, img_size, img_size, 3), dtype=np.uint8)
-    labels = np.empty(num, dtype=np.int64)
+    labels = np.empty((num, img_size, img_size), dtype=np.uint8)
     for index in range(num):
         rng = np.random.default_rng([seed, stream, index])
-        images[index], labels[index] = render_source_image(rng, img_size)
+        images[index], labels[index] = render_source_sample(rng, img_size)
     return images, labels
 
 
@@ -126,15 +124,17 @@ def normalise(images: np.ndarray, cfg) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int) -> float:
-    """Top-1 accuracy (%) in eval mode."""
+    """Pixel accuracy (%) on the object pixels, in eval mode."""
     model.eval()
-    correct = 0
+    correct = total = 0
     for start in range(0, len(images), batch_size):
-        logits = model(images[start:start + batch_size])
-        correct += int(
-            (logits.argmax(1) == labels[start:start + batch_size]).sum())
+        target = labels[start:start + batch_size]
+        pred = model(images[start:start + batch_size]).argmax(1)
+        objects = target > 0
+        correct += int((pred == target)[objects].sum())
+        total += int(objects.sum())
     model.train()
-    return 100. * correct / max(1, len(images))
+    return 100. * correct / max(1, total)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -145,14 +145,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='checkpoint path (default: ~/.cache/mmseg_u2pl/pretrained/'
         f'{CHECKPOINT_NAME})')
     parser.add_argument('--iters', type=int, default=2000)
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--lr', type=float, default=2e-3)
     parser.add_argument(
         '--num-images',
         type=int,
-        default=12000,
+        default=8000,
         help='source training images, drawn once (flipped at random)')
-    parser.add_argument('--num-val', type=int, default=1000)
+    parser.add_argument('--num-val', type=int, default=500)
     parser.add_argument('--img-size', type=int, default=64)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
@@ -217,10 +217,10 @@ def pretrain(args: argparse.Namespace) -> dict:
     data_s = time.perf_counter() - start
     cfg = model_config()
     train_x, val_x = normalise(train_images, cfg), normalise(val_images, cfg)
-    train_y, val_y = torch.from_numpy(train_labels), torch.from_numpy(
-        val_labels)
+    train_y = torch.from_numpy(train_labels).long()
+    val_y = torch.from_numpy(val_labels).long()
 
-    model = SourceClassifier(build_backbone(cfg), len(SOURCE_CLASSES))
+    model = SourceSegmenter(build_backbone(cfg), len(SOURCE_CLASSES) + 1)
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -232,15 +232,16 @@ def pretrain(args: argparse.Namespace) -> dict:
     for it in range(args.iters):
         index = torch.randint(
             len(train_x), (args.batch_size, ), generator=generator)
-        images = train_x[index]
+        images, targets = train_x[index], train_y[index]
         flip = torch.rand(args.batch_size, generator=generator) < 0.5
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
-        loss = F.cross_entropy(model(images), train_y[index])
+        targets = torch.where(flip.view(-1, 1, 1), targets.flip(2), targets)
+        loss = F.cross_entropy(model(images), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         scheduler.step()
-        running.append(float(loss))
+        running.append(loss.item())
         if (it + 1) % 100 == 0 or it + 1 == args.iters:
             elapsed = time.perf_counter() - train_start
             print(
@@ -249,7 +250,7 @@ def pretrain(args: argparse.Namespace) -> dict:
                 flush=True)
             running = []
     train_s = time.perf_counter() - train_start
-    val_accuracy = accuracy(model, val_x, val_y, 256)
+    val_accuracy = accuracy(model, val_x, val_y, 64)
     meta = dict(
         arguments=_arguments(args),
         source_classes=list(SOURCE_CLASSES),
@@ -268,10 +269,10 @@ def pretrain(args: argparse.Namespace) -> dict:
     tmp = out + '.tmp'
     torch.save(dict(state_dict=state, meta=meta), tmp)
     os.replace(tmp, out)
-    print(f'[pretrain] source accuracy {val_accuracy:.1f} % (chance '
-          f'{100. / len(SOURCE_CLASSES):.1f} %) on {args.num_val} held-out '
-          f'images; data {data_s:.0f} s, training {train_s:.0f} s; wrote '
-          f'{out}')
+    print(f'[pretrain] source pixel accuracy on objects {val_accuracy:.1f} '
+          f'% (chance {100. / len(SOURCE_CLASSES):.1f} %) on {args.num_val} '
+          f'held-out images; data {data_s:.0f} s, training {train_s:.0f} s; '
+          f'wrote {out}')
     print(json.dumps(meta['arguments']))
     return dict(meta, path=out, reused=False)
 

@@ -21,14 +21,22 @@ HUE_SPREAD = 0.1
 TEXTURE_CONTRAST = (0.15, 0.5)  # share of a full colour change
 
 
+#: Default ranges of an object colour's saturation and value (HSV).
+SATURATION = (0.5, 1.)
+VALUE = (0.5, 1.)
+
+
 def _random_colour(rng: np.random.Generator,
                    hue: Optional[float] = None,
-                   spread: float = HUE_SPREAD) -> np.ndarray:
+                   spread: float = HUE_SPREAD,
+                   saturation: Tuple[float, float] = SATURATION,
+                   value: Tuple[float, float] = VALUE) -> np.ndarray:
     """A random RGB colour, around ``hue`` (in [0, 1)) when one is given.
 
     Without a hue the colour is weakly saturated (backgrounds). With one, the
     hue is drawn from a normal distribution of std ``spread`` (default
-    :data:`HUE_SPREAD`) around it, with random saturation and value.
+    :data:`HUE_SPREAD`) around it, saturation and value uniformly from their
+    ranges.
     """
     if hue is None:  # backgrounds: any hue, weakly saturated
         rgb = colorsys.hsv_to_rgb(
@@ -36,7 +44,8 @@ def _random_colour(rng: np.random.Generator,
             rng.uniform(0.25, 0.95))
         return np.asarray(rgb) * 255.
     h = (hue + rng.normal(0., spread)) % 1.
-    rgb = colorsys.hsv_to_rgb(h, rng.uniform(0.5, 1.), rng.uniform(0.5, 1.))
+    rgb = colorsys.hsv_to_rgb(h, rng.uniform(*saturation),
+                              rng.uniform(*value))
     return np.asarray(rgb) * 255.
 
 
@@ -48,7 +57,9 @@ def draw_texture(rng: np.random.Generator,
                  kind: Optional[str] = None,
                  contrast_range: Tuple[float, float] = TEXTURE_CONTRAST,
                  period_range: Optional[Tuple[float, float]] = None,
-                 spread: float = HUE_SPREAD) -> np.ndarray:
+                 spread: float = HUE_SPREAD,
+                 saturation: Tuple[float, float] = SATURATION,
+                 value: Tuple[float, float] = VALUE) -> np.ndarray:
     """Colour the points ``(ys, xs)`` with a random two-colour texture.
 
     By default (the ToyShapes objects) the texture family and its
@@ -70,6 +81,10 @@ def draw_texture(rng: np.random.Generator,
             period in pixels for stripes, dots and checker; None uses each
             family's own range (3-12, dots 4-10).
         spread (float): Hue spread of :func:`_random_colour`.
+        saturation (tuple[float, float]): Saturation range of both colours
+            when ``hue`` is given. Defaults to :data:`SATURATION`.
+        value (tuple[float, float]): Value (brightness) range of both
+            colours when ``hue`` is given. Defaults to :data:`VALUE`.
 
     Returns:
         np.ndarray: Colours of shape ``ys.shape + (3, )``, float32.
@@ -78,12 +93,12 @@ def draw_texture(rng: np.random.Generator,
         kind = TEXTURES[rng.integers(len(TEXTURES))]
     elif kind not in TEXTURES:
         raise ValueError(f'texture {kind!r} is not one of {TEXTURES}')
-    colour_a = _random_colour(rng, hue, spread)
+    colour_a = _random_colour(rng, hue, spread, saturation, value)
     # The second colour lies part-way towards another random colour: texture
     # edges stay weaker, on average, than the outlines that carry the class.
     contrast = rng.uniform(*contrast_range)
     colour_b = colour_a + contrast * (
-        _random_colour(rng, hue, spread) - colour_a)
+        _random_colour(rng, hue, spread, saturation, value) - colour_a)
     angle = rng.uniform(0., math.pi)
     along = xs * math.cos(angle) + ys * math.sin(angle)
     across = -xs * math.sin(angle) + ys * math.cos(angle)

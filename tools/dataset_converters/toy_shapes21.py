@@ -11,7 +11,10 @@ The on-disk layout, the seeding per image and the split lists are the
 toy's (:mod:`toy_writer`, drawn with :mod:`toy_drawing`).
 
 Each group (a pair) has its own hue; its two classes share the hue and
-one of outline or texture, and differ in the other:
+one of outline or texture, and differ in the other and in their tone: the
+first is light (pale, bright colours), the second dark (saturated, deeper
+colours), with overlapping ranges, so that colour alone settles most of an
+object's pixels and leaves some ambiguous:
 
 =======  =====  =================  ===================================
 group    hue    shared             the two classes differ in
@@ -29,9 +32,9 @@ magenta  0.88   disk               texture: plain / stripes
 =======  =====  =================  ===================================
 
 The module also draws the images of the backbone's pretraining task
-(:func:`render_source_image`): one object of an outline that no target
-class uses, labelled by its outline and the quarter of the hue circle its
-colour lies in.
+(:func:`render_source_sample`): objects of outlines that no target class
+uses, labelled per pixel by their outline and the quarter of the hue circle
+their colour lies in.
 """
 from typing import NamedTuple, Sequence, Tuple
 
@@ -43,7 +46,7 @@ from toy_writer import DatasetSpec, generate_dataset
 from mmseg_u2pl.datasets.toy_dataset import TOY21_CLASSES as CLASSES
 from mmseg_u2pl.datasets.toy_dataset import TOY21_PALETTE as PALETTE
 
-GENERATOR_VERSION = '2.0'
+GENERATOR_VERSION = '3.0'
 
 HUES = dict(
     red=0.0,
@@ -59,6 +62,11 @@ HUES = dict(
 #: Hue spread of the object colours: neighbouring groups lie 4-6 spreads
 #: apart, so the hue tells the group and not the class within it.
 HUE_SPREAD = 0.02
+#: Saturation and value (HSV) ranges of the two tones; they overlap in
+#: value 0.65-0.8 and saturation 0.55-0.7.
+TONES = dict(
+    light=dict(saturation=(0.3, 0.7), value=(0.65, 1.)),
+    dark=dict(saturation=(0.55, 1.), value=(0.4, 0.8)))
 #: Class textures: strong enough to read after a 0.5x rescale.
 CUE_CONTRAST = (0.5, 0.9)
 CUE_PERIOD = (5., 10.)
@@ -70,6 +78,7 @@ class ObjectClass(NamedTuple):
     shape: str
     hue: str
     texture: str
+    tone: str
 
 
 #: (outline, hue, texture) of the object classes, in the order of
@@ -86,7 +95,8 @@ _CUES = (
     ('triangle', 'purple', 'plain'), ('crescent', 'purple', 'plain'),
     ('disk', 'magenta', 'plain'), ('disk', 'magenta', 'stripes'))
 OBJECT_CLASSES = tuple(
-    ObjectClass(name, *cues) for name, cues in zip(CLASSES[1:], _CUES))
+    ObjectClass(name, *cues, tone=('light', 'dark')[index % 2])
+    for index, (name, cues) in enumerate(zip(CLASSES[1:], _CUES)))
 GROUP_SIZE = 2
 NUM_GROUPS = 10
 
@@ -116,12 +126,14 @@ DEFAULT_FRACTIONS = ('1/32', '1/16', '1/8', '1/4', '1/2', '1')
 
 
 def _cue_painter(rng: np.random.Generator,
-                hue: float,
-                texture: str,
-                img_size: int,
-                spread: float = HUE_SPREAD):
+                 hue: float,
+                 texture: str,
+                 img_size: int,
+                 spread: float = HUE_SPREAD,
+                 tone: str = 'light'):
     """``paint(ys, xs)`` for :func:`toy_drawing.paint_object`: colours
-    around ``hue`` (normal, std ``spread``) in a readable ``texture``."""
+    around ``hue`` (normal, std ``spread``) of one of :data:`TONES` in a
+    readable ``texture``."""
 
     def paint(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return draw_texture(
@@ -133,7 +145,8 @@ def _cue_painter(rng: np.random.Generator,
             kind=texture,
             contrast_range=CUE_CONTRAST,
             period_range=CUE_PERIOD,
-            spread=spread)
+            spread=spread,
+            **TONES[tone])
 
     return paint
 
@@ -154,7 +167,8 @@ def render_sample(rng: np.random.Generator,
         cy, cx = rng.uniform(0., img_size, size=2)
         drawn = paint_object(
             rng, canvas, grid_y, grid_x, cls.shape, size, cy, cx,
-            _cue_painter(rng, HUES[cls.hue], cls.texture, img_size))
+            _cue_painter(
+                rng, HUES[cls.hue], cls.texture, img_size, tone=cls.tone))
         if drawn is not None:
             label[drawn[0]][drawn[1]] = index + 1
     return add_noise(rng, canvas), label
@@ -202,36 +216,46 @@ SOURCE_SHAPES = ('pentagon', 'hexagon', 'semidisk', 'frame', 'ell', 'tee',
 SOURCE_TEXTURES = ('plain', 'stripes', 'dots', 'checker')
 #: Quarters of the hue circle, ``[k / 4, (k + 1) / 4)``.
 SOURCE_HUE_BINS = 4
-#: Source classes: every (outline, hue quarter) pair.
+#: Source classes: every (outline, hue quarter) pair; label ``i + 1`` in a
+#: source label map, 0 the background.
 SOURCE_CLASSES = tuple(f'{shape}/hue{k}' for shape in SOURCE_SHAPES
                        for k in range(SOURCE_HUE_BINS))
 
 
-def render_source_image(rng: np.random.Generator,
-                        img_size: int) -> Tuple[np.ndarray, int]:
-    """One image of the pretraining task and its class.
+def render_source_sample(rng: np.random.Generator,
+                         img_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """One image of the pretraining task and its label map.
 
-    A single object of a :data:`SOURCE_SHAPES` outline, 40-80 % of the
-    image side, in a colour whose hue is uniform in the quarter of the hue
-    circle its class names, with a random :data:`SOURCE_TEXTURES` texture
-    (not part of the class), on the target's kind of cluttered background.
+    2-5 objects of :data:`SOURCE_SHAPES` outlines, 25-75 % of the image
+    side, each in a colour whose hue is uniform in the quarter of the hue
+    circle its class names, of either tone and any :data:`SOURCE_TEXTURES`
+    texture (neither is part of the class), on the target's kind of
+    cluttered background; occlusion as in the target.
 
     Args:
         rng (np.random.Generator): Random stream of this image.
         img_size (int): Side of the square image in pixels.
 
     Returns:
-        tuple[np.ndarray, int]: RGB image ``(H, W, 3)`` uint8 and the index
-        of its class in :data:`SOURCE_CLASSES`.
+        tuple[np.ndarray, np.ndarray]: RGB image ``(H, W, 3)`` and label
+        map ``(H, W)``, both uint8: 0 background, ``i + 1`` the source
+        class ``SOURCE_CLASSES[i]``.
     """
     canvas, grid_y, grid_x = cluttered_background(rng, img_size,
                                                   list(HUES.values()))
-    label = int(rng.integers(len(SOURCE_CLASSES)))
-    shape = SOURCE_SHAPES[label // SOURCE_HUE_BINS]
-    hue = (label % SOURCE_HUE_BINS + rng.uniform(0., 1.)) / SOURCE_HUE_BINS
-    texture = SOURCE_TEXTURES[int(rng.integers(len(SOURCE_TEXTURES)))]
-    size = rng.uniform(0.4, 0.8) * img_size
-    cy, cx = img_size / 2 + rng.uniform(-0.15, 0.15, size=2) * img_size
-    paint_object(rng, canvas, grid_y, grid_x, shape, size, cy, cx,
-                 _cue_painter(rng, hue, texture, img_size, spread=0.))
+    label = np.zeros((img_size, img_size), dtype=np.uint8)
+    for _ in range(rng.integers(2, 6)):
+        index = int(rng.integers(len(SOURCE_CLASSES)))
+        shape = SOURCE_SHAPES[index // SOURCE_HUE_BINS]
+        hue = (index % SOURCE_HUE_BINS + rng.uniform(0., 1.)) / \
+            SOURCE_HUE_BINS
+        texture = SOURCE_TEXTURES[int(rng.integers(len(SOURCE_TEXTURES)))]
+        tone = ('light', 'dark')[int(rng.integers(2))]
+        size = rng.uniform(0.25, 0.75) * img_size
+        cy, cx = rng.uniform(0., img_size, size=2)
+        drawn = paint_object(
+            rng, canvas, grid_y, grid_x, shape, size, cy, cx,
+            _cue_painter(rng, hue, texture, img_size, spread=0., tone=tone))
+        if drawn is not None:
+            label[drawn[0]][drawn[1]] = index + 1
     return add_noise(rng, canvas), label

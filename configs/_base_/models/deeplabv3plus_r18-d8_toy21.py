@@ -1,8 +1,8 @@
 # The toy's DeepLabV3+ on a narrow ResNet-18-V1c, for the 21 ToyShapes21
 # classes, starting from a pretrained backbone as the paper's configs start
 # from ImageNet weights. The checkpoint comes from a disjoint source task
-# (8 outlines that no target class uses x 4 quarters of the hue circle,
-# never a target image); make it once, about 6 minutes on 2 CPU cores:
+# (scenes of 8 outlines that no target class uses, labelled per pixel by
+# outline and hue quarter, never a target image); make it once:
 #   python tools/analysis/pretrain_toy_backbone.py
 # Another file: --cfg-options model.backbone.init_cfg.checkpoint=PATH
 # (model.segmentor.backbone... in U2PL configs); from scratch:
@@ -13,5 +13,5 @@ model = dict(
         init_cfg=dict(
             type='Pretrained',
             checkpoint='~/.cache/mmseg_u2pl/pretrained/'
-            'resnet18-v1c-c32_toy-source-shapes-hues.pth')),
+            'resnet18-v1c-c32_toy-source-scenes.pth')),
     decode_head=dict(num_classes=21))

@@ -14,7 +14,7 @@
 #
 # Masks hold class indices 0..C-1, 255 = ignored. Edit the block below;
 # nothing else needs to change. Train with
-#   python tools/train.py configs/u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-20k_custom-512x512.py  # noqa
+#   python tools/train.py configs/u2pl/u2pl_deeplabv3plus_r18-d8_1xb4+4-80e_custom-512x512.py  # noqa
 
 # ----------------------------- edit this block -----------------------------
 data_root = 'data/my_dataset'
@@ -34,9 +34,16 @@ num_classes = len(classes)
 metainfo = dict(classes=classes, palette=palette)
 crop_size = (512, 512)
 scale = (2048, 512)  # images are rescaled to fit it, then x0.5-2.0
-max_iters = 20000
-warmup_iters = 1000  # supervised only, then the EMA teacher takes over
-val_interval = 2000
+# Schedule in epochs, as in the paper: an epoch is one pass over the
+# unlabeled images (SemiDataset's length, the larger side), so the number of
+# iterations follows from the data: unlabeled images // (GPUs x batch_size)
+# per epoch, the last partial batch dropped. E.g. 1,140 unlabeled images on
+# 1 GPU x 4: 285 iterations per epoch, 22,800 in all; the log prints the
+# iterations per epoch (`Epoch(train)  [1][ 50/285]`). N epochs instead:
+#   --cfg-options train_cfg.max_epochs=N param_scheduler.0.end=N
+# (both: --cfg-options does not re-evaluate `max_epochs` where it is used).
+max_epochs = 80  # paper, VOC
+val_interval = 4  # epochs, validation and checkpoint (paper configs)
 
 default_scope = 'mmseg'
 custom_imports = dict(imports=['mmseg_u2pl'], allow_failed_imports=False)
@@ -135,7 +142,8 @@ train_dataloader = dict(
     batch_size=4,
     num_workers=4,
     persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    drop_last=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type='SemiDataset',
         labeled=dict(
@@ -173,8 +181,9 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-# Schedule: SGD with poly decay per iteration, as mmseg's DeepLabV3+ configs
-# and the paper's Cityscapes setting (lr for 4 + 4 images on one GPU).
+# Schedule: SGD with poly decay, updated every iteration, as mmseg's
+# DeepLabV3+ configs and the paper's Cityscapes setting (lr for 4 + 4 images
+# on one GPU).
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4),
@@ -185,19 +194,26 @@ param_scheduler = [
         eta_min=1e-4,
         power=0.9,
         begin=0,
-        end=max_iters,
-        by_epoch=False)
+        end=max_epochs,
+        by_epoch=True,
+        convert_to_iter_based=True)
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=4)
 train_cfg = dict(
-    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+    type='EpochBasedTrainLoop',
+    max_epochs=max_epochs,
+    val_interval=val_interval)
 # validates both networks (teacher/mIoU, student/mIoU) and names the better
 # one (better/mIoU); the best checkpoint is the best of either, and
 # tools/model_converters/export_checkpoint.py exports the better network
 val_cfg = dict(type='TeacherStudentValLoop')
 test_cfg = dict(type='TestLoop')
 custom_hooks = [
-    dict(type='MeanTeacherHook', warmup_iters=warmup_iters, max_decay=0.99),
+    # 1 epoch of supervised-only warm-up (paper, VOC), then EMA with decay
+    # up to 0.99 (paper): a time constant of 1 / (1 - 0.99) = 100
+    # iterations, 0.4 % of the 22,800 above. The toy configs' 0.999 is set
+    # for the toy datasets, not a default for other data.
+    dict(type='MeanTeacherHook', warmup_epochs=1, max_decay=0.99),
     dict(type='PseudoLabelVisualizationHook', interval=1000, num_images=4),
 ]
 
@@ -205,11 +221,11 @@ custom_hooks = [
 runner_type = 'ExactResumeRunner'  # bit-exact --resume, atomic checkpoints
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=True),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
         type='CheckpointHook',
-        by_epoch=False,
+        by_epoch=True,
         interval=val_interval,
         max_keep_ckpts=2,
         save_best='better/mIoU',
@@ -223,7 +239,7 @@ env_cfg = dict(
 vis_backends = [dict(type='LocalVisBackend')]  # + TensorboardVisBackend
 visualizer = dict(
     type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(by_epoch=False)
+log_processor = dict(by_epoch=True)
 log_level = 'INFO'
 load_from = None
 resume = False
