@@ -44,8 +44,10 @@ def test_checkpoint_form(tiny_checkpoint):
     assert state['stem.0.weight'].shape == (16, 3, 3, 3)  # stem 32 / 2
     meta = checkpoint['meta']
     assert meta['arguments']['iters'] == 2
-    assert 0 <= meta['val_accuracy'] <= 100
-    assert len(meta['source_classes']) == 32
+    assert set(meta['val_accuracy']) == {'outline', 'hue', 'tone', 'texture'}
+    assert all(0 <= v <= 100 for v in meta['val_accuracy'].values())
+    assert len(meta['source_attributes']['outline']) == 8
+    assert len(meta['source_attributes']['hue']) == 12
 
 
 def test_reused_unless_forced(tiny_checkpoint, capsys):

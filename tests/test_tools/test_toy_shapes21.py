@@ -11,7 +11,7 @@ from PIL import Image
 from toy_drawing import SHAPES
 from toy_shapes import CLASSES as TOY_CLASSES
 from toy_shapes21 import (CLASS_PROBS, CLASSES, HUE_SPREAD, HUES,
-                          OBJECT_CLASSES, PALETTE, SOURCE_CLASSES,
+                          OBJECT_CLASSES, PALETTE, SOURCE_ATTRIBUTES,
                           SOURCE_SHAPES, TONES, frequency_ranks,
                           generate_toy21_dataset, render_sample,
                           render_source_sample)
@@ -71,7 +71,7 @@ def test_class_set_and_groups():
     assert not set(SOURCE_SHAPES) & set(TOY_CLASSES)
     assert set(SOURCE_SHAPES) | {c.shape
                                  for c in OBJECT_CLASSES} <= set(SHAPES)
-    assert len(SOURCE_CLASSES) == 32
+    assert [len(v) for v in SOURCE_ATTRIBUTES.values()] == [8, 12, 2, 4]
 
 
 def test_long_tailed_frequency():
@@ -160,13 +160,20 @@ def test_dataset_class_reads_it(root):
 
 
 def test_source_images():
-    labels = set()
+    seen = [set() for _ in range(4)]
     for index in range(16):
-        image, label = render_source_sample(
+        image, labels = render_source_sample(
             np.random.default_rng([0, 1000, index]), 64)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
-        assert label.shape == (64, 64) and label.dtype == np.uint8
-        assert 0 in label and label.max() > 0  # background and objects
-        labels |= set(np.unique(label).tolist())
-    assert labels <= set(range(len(SOURCE_CLASSES) + 1))
-    assert len(labels) > 16
+        assert labels.shape == (4, 64, 64) and labels.dtype == np.uint8
+        background = labels[0] == 0
+        assert background.any() and not background.all()
+        # the other attributes are ignored exactly on the background
+        assert ((labels[1:] == 255) == background).all()
+        for channel in range(4):
+            seen[channel] |= set(np.unique(labels[channel]).tolist())
+    sizes = [len(v) for v in SOURCE_ATTRIBUTES.values()]
+    assert seen[0] == set(range(sizes[0] + 1))  # every outline and 0
+    for channel, size in enumerate(sizes[1:], 1):
+        assert seen[channel] - {255} <= set(range(size))
+    assert seen[2] - {255} == {0, 1} and len(seen[1]) > 8

@@ -5,17 +5,21 @@ The paper's networks start from ImageNet weights; the ToyShapes21 configs
 start from the weights this tool writes. The source task shares no class
 and no image with the target: 64x64 scenes of 2-5 objects whose outlines
 are none of the target's (pentagon, hexagon, semidisk, frame, L, T, arrow,
-double disk), of any texture and tone, labelled per pixel by (outline,
-quarter of the hue circle): 8 x 4 = 32 classes and the background, on the
-target's kind of cluttered background (:func:`render_source_sample` of
+double disk), of any hue, tone and texture, on the target's kind of
+cluttered background, labelled per pixel by four attributes: the outline
+(8 and the background), the twelfth of the hue circle, the tone (light,
+dark) and the texture (4) (:func:`render_source_sample` of
 ``tools/dataset_converters/toy_shapes21.py``; its random streams never
-meet the target dataset's). A dense task, as the target's, so that the
-backbone's features stay spatially precise.
+meet the target dataset's). A dense task, as the target's, that asks the
+backbone to see every cue of this world (colour, tone, texture, outline)
+on objects that are not the target's, the role ImageNet's variety plays
+for VOC.
 
 The network is the backbone of ``configs/_base_/models/
 deeplabv3plus_r18-d8_toy.py`` (ResNet-18-V1c, 32-channel stem and base,
-output stride 8, BN instead of SyncBN) with a 1x1 convolution classifying
-its last feature map, upsampled to the image. The output is
+output stride 8, BN instead of SyncBN) with one 1x1 convolution per
+attribute on its last feature map, upsampled to the image; the loss is the
+sum of the four cross-entropies. The output is
 ``{'state_dict': <backbone weights>, 'meta': {...}}`` with the
 backbone's own keys (``stem.0.weight``, ``layer1.0.conv1.weight``, ...),
 the form mmseg configs load with
@@ -54,7 +58,7 @@ from _bench_common import ROOT  # noqa: E402
 
 #: The model config whose backbone is pretrained.
 MODEL_CONFIG = 'configs/_base_/models/deeplabv3plus_r18-d8_toy.py'
-CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-scenes.pth'
+CHECKPOINT_NAME = 'resnet18-v1c-c32_toy-source-attributes.pth'
 #: Seed streams of the source images (the target generator uses 0-2).
 TRAIN_STREAM, VAL_STREAM = 1000, 1001
 
@@ -86,26 +90,50 @@ def build_backbone(cfg) -> nn.Module:
 
 
 class SourceSegmenter(nn.Module):
-    """Backbone and a 1x1 classifier of its last feature map, upsampled."""
+    """Backbone and a 1x1 classifier per attribute of its last feature map,
+    upsampled to the image."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, num_classes: List[int]) -> None:
         super().__init__()
         self.backbone = backbone
-        self.classifier = nn.Conv2d(backbone.feat_dim, num_classes, 1)
+        self.classifiers = nn.ModuleList(
+            nn.Conv2d(backbone.feat_dim, n, 1) for n in num_classes)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.backbone(images)[-1])
-        return F.interpolate(
-            logits, images.shape[2:], mode='bilinear', align_corners=False)
+    def forward(self, images: torch.Tensor) -> List[torch.Tensor]:
+        feats = self.backbone(images)[-1]
+        return [
+            F.interpolate(
+                classifier(feats),
+                images.shape[2:],
+                mode='bilinear',
+                align_corners=False) for classifier in self.classifiers
+        ]
+
+
+def source_num_classes() -> List[int]:
+    """Classes per attribute (the outline's with the background)."""
+    from toy_shapes21 import SOURCE_ATTRIBUTES
+    return [
+        len(values) + (name == 'outline')
+        for name, values in SOURCE_ATTRIBUTES.items()
+    ]
+
+
+def source_loss(logits: List[torch.Tensor],
+                targets: torch.Tensor) -> torch.Tensor:
+    """Sum over the attributes of the cross-entropy (255 ignored)."""
+    return sum(
+        F.cross_entropy(out, targets[:, i], ignore_index=255)
+        for i, out in enumerate(logits))
 
 
 def make_images(num: int, img_size: int, seed: int,
                 stream: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``num`` source images ``(N, H, W, 3)`` and label maps ``(N, H, W)``,
-    uint8."""
+    """``num`` source images ``(N, H, W, 3)`` and label maps
+    ``(N, 4, H, W)``, uint8."""
     from toy_shapes21 import render_source_sample
     images = np.empty((num, img_size, img_size, 3), dtype=np.uint8)
-    labels = np.empty((num, img_size, img_size), dtype=np.uint8)
+    labels = np.empty((num, 4, img_size, img_size), dtype=np.uint8)
     for index in range(num):
         rng = np.random.default_rng([seed, stream, index])
         images[index], labels[index] = render_source_sample(rng, img_size)
@@ -123,18 +151,21 @@ def normalise(images: np.ndarray, cfg) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int) -> float:
-    """Pixel accuracy (%) on the object pixels, in eval mode."""
+             batch_size: int) -> List[float]:
+    """Pixel accuracy (%) of each attribute on the object pixels, in eval
+    mode."""
     model.eval()
-    correct = total = 0
+    correct = torch.zeros(labels.shape[1])
+    total = 0
     for start in range(0, len(images), batch_size):
         target = labels[start:start + batch_size]
-        pred = model(images[start:start + batch_size]).argmax(1)
-        objects = target > 0
-        correct += int((pred == target)[objects].sum())
+        logits = model(images[start:start + batch_size])
+        objects = target[:, 0] > 0
+        for i, out in enumerate(logits):
+            correct[i] += (out.argmax(1) == target[:, i])[objects].sum()
         total += int(objects.sum())
     model.train()
-    return 100. * correct / max(1, total)
+    return [round(100. * float(c) / max(1, total), 1) for c in correct]
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -198,14 +229,15 @@ def _cached_meta(path: str) -> Optional[dict]:
 
 def pretrain(args: argparse.Namespace) -> dict:
     """Train, evaluate and save; return the checkpoint's ``meta``."""
-    from toy_shapes21 import SOURCE_CLASSES
+    from toy_shapes21 import SOURCE_ATTRIBUTES
+    attributes = {name: list(v) for name, v in SOURCE_ATTRIBUTES.items()}
     out = osp.abspath(osp.expanduser(args.out or default_output()))
     meta = _cached_meta(out)
     if not args.force and meta is not None \
             and meta.get('arguments') == _arguments(args) \
-            and meta.get('source_classes') == list(SOURCE_CLASSES):
+            and meta.get('source_attributes') == attributes:
         print(f'[pretrain] reusing {out} (source accuracy '
-              f"{meta['val_accuracy']:.1f} %); --force trains again")
+              f"{meta['val_accuracy']} %); --force trains again")
         return dict(meta, path=out, reused=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -220,7 +252,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     train_y = torch.from_numpy(train_labels).long()
     val_y = torch.from_numpy(val_labels).long()
 
-    model = SourceSegmenter(build_backbone(cfg), len(SOURCE_CLASSES) + 1)
+    model = SourceSegmenter(build_backbone(cfg), source_num_classes())
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -235,8 +267,9 @@ def pretrain(args: argparse.Namespace) -> dict:
         images, targets = train_x[index], train_y[index]
         flip = torch.rand(args.batch_size, generator=generator) < 0.5
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
-        targets = torch.where(flip.view(-1, 1, 1), targets.flip(2), targets)
-        loss = F.cross_entropy(model(images), targets)
+        targets = torch.where(
+            flip.view(-1, 1, 1, 1), targets.flip(3), targets)
+        loss = source_loss(model(images), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -250,12 +283,16 @@ def pretrain(args: argparse.Namespace) -> dict:
                 flush=True)
             running = []
     train_s = time.perf_counter() - train_start
-    val_accuracy = accuracy(model, val_x, val_y, 64)
+    val_accuracy = dict(zip(attributes, accuracy(model, val_x, val_y, 64)))
+    chance = {
+        name: round(100. / len(values), 1)
+        for name, values in attributes.items()
+    }
     meta = dict(
         arguments=_arguments(args),
-        source_classes=list(SOURCE_CLASSES),
+        source_attributes=attributes,
         val_accuracy=val_accuracy,
-        chance_accuracy=100. / len(SOURCE_CLASSES),
+        chance_accuracy=chance,
         data_seconds=round(data_s, 1),
         train_seconds=round(train_s, 1),
         threads=args.threads,
@@ -269,9 +306,9 @@ def pretrain(args: argparse.Namespace) -> dict:
     tmp = out + '.tmp'
     torch.save(dict(state_dict=state, meta=meta), tmp)
     os.replace(tmp, out)
-    print(f'[pretrain] source pixel accuracy on objects {val_accuracy:.1f} '
-          f'% (chance {100. / len(SOURCE_CLASSES):.1f} %) on {args.num_val} '
-          f'held-out images; data {data_s:.0f} s, training {train_s:.0f} s; '
+    print(f'[pretrain] pixel accuracy on the objects of {args.num_val} '
+          f'held-out images, per attribute: {val_accuracy} (chance '
+          f'{chance}); data {data_s:.0f} s, training {train_s:.0f} s; '
           f'wrote {out}')
     print(json.dumps(meta['arguments']))
     return dict(meta, path=out, reused=False)

@@ -33,8 +33,7 @@ magenta  0.88   disk               texture: plain / stripes
 
 The module also draws the images of the backbone's pretraining task
 (:func:`render_source_sample`): objects of outlines that no target class
-uses, labelled per pixel by their outline and the quarter of the hue circle
-their colour lies in.
+uses, labelled per pixel by their outline, hue, tone and texture.
 """
 from typing import NamedTuple, Sequence, Tuple
 
@@ -214,23 +213,26 @@ def generate_toy21_dataset(out_dir: str,
 SOURCE_SHAPES = ('pentagon', 'hexagon', 'semidisk', 'frame', 'ell', 'tee',
                  'arrow', 'double-disk')
 SOURCE_TEXTURES = ('plain', 'stripes', 'dots', 'checker')
-#: Quarters of the hue circle, ``[k / 4, (k + 1) / 4)``.
-SOURCE_HUE_BINS = 4
-#: Source classes: every (outline, hue quarter) pair; label ``i + 1`` in a
-#: source label map, 0 the background.
-SOURCE_CLASSES = tuple(f'{shape}/hue{k}' for shape in SOURCE_SHAPES
-                       for k in range(SOURCE_HUE_BINS))
+#: Twelfths of the hue circle, ``[k / 12, (k + 1) / 12)``.
+SOURCE_HUE_BINS = 12
+#: What the pretraining task labels at each object pixel: one class per
+#: attribute (an outline, a twelfth of the hue circle, a tone, a texture).
+SOURCE_ATTRIBUTES = dict(
+    outline=SOURCE_SHAPES,
+    hue=tuple(f'hue{k}' for k in range(SOURCE_HUE_BINS)),
+    tone=tuple(TONES),
+    texture=SOURCE_TEXTURES)
 
 
 def render_source_sample(rng: np.random.Generator,
                          img_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """One image of the pretraining task and its label map.
+    """One image of the pretraining task and its label maps.
 
     2-5 objects of :data:`SOURCE_SHAPES` outlines, 25-75 % of the image
-    side, each in a colour whose hue is uniform in the quarter of the hue
-    circle its class names, of either tone and any :data:`SOURCE_TEXTURES`
-    texture (neither is part of the class), on the target's kind of
-    cluttered background; occlusion as in the target.
+    side, each of any hue, tone and :data:`SOURCE_TEXTURES` texture, on the
+    target's kind of cluttered background; occlusion as in the target.
+    Each pixel is labelled with the attributes of
+    :data:`SOURCE_ATTRIBUTES` of the object it shows.
 
     Args:
         rng (np.random.Generator): Random stream of this image.
@@ -238,24 +240,34 @@ def render_source_sample(rng: np.random.Generator,
 
     Returns:
         tuple[np.ndarray, np.ndarray]: RGB image ``(H, W, 3)`` and label
-        map ``(H, W)``, both uint8: 0 background, ``i + 1`` the source
-        class ``SOURCE_CLASSES[i]``.
+        maps ``(4, H, W)`` (outline, hue, tone, texture), both uint8. The
+        outline map holds 0 on the background and ``i + 1`` for
+        ``SOURCE_SHAPES[i]``; the others hold the attribute's index on
+        objects and 255 (ignored) on the background.
     """
     canvas, grid_y, grid_x = cluttered_background(rng, img_size,
                                                   list(HUES.values()))
-    label = np.zeros((img_size, img_size), dtype=np.uint8)
+    labels = np.full((4, img_size, img_size), 255, dtype=np.uint8)
+    labels[0] = 0
     for _ in range(rng.integers(2, 6)):
-        index = int(rng.integers(len(SOURCE_CLASSES)))
-        shape = SOURCE_SHAPES[index // SOURCE_HUE_BINS]
-        hue = (index % SOURCE_HUE_BINS + rng.uniform(0., 1.)) / \
-            SOURCE_HUE_BINS
-        texture = SOURCE_TEXTURES[int(rng.integers(len(SOURCE_TEXTURES)))]
-        tone = ('light', 'dark')[int(rng.integers(2))]
+        shape = int(rng.integers(len(SOURCE_SHAPES)))
+        hue = rng.uniform(0., 1.)
+        tone = int(rng.integers(len(TONES)))
+        texture = int(rng.integers(len(SOURCE_TEXTURES)))
         size = rng.uniform(0.25, 0.75) * img_size
         cy, cx = rng.uniform(0., img_size, size=2)
         drawn = paint_object(
-            rng, canvas, grid_y, grid_x, shape, size, cy, cx,
-            _cue_painter(rng, hue, texture, img_size, spread=0., tone=tone))
+            rng, canvas, grid_y, grid_x, SOURCE_SHAPES[shape], size, cy, cx,
+            _cue_painter(
+                rng,
+                hue,
+                SOURCE_TEXTURES[texture],
+                img_size,
+                spread=0.,
+                tone=tuple(TONES)[tone]))
         if drawn is not None:
-            label[drawn[0]][drawn[1]] = index + 1
-    return add_noise(rng, canvas), label
+            win, mask = drawn
+            values = (shape + 1, int(hue * SOURCE_HUE_BINS), tone, texture)
+            for channel, value in enumerate(values):
+                labels[channel][win][mask] = value
+    return add_noise(rng, canvas), labels

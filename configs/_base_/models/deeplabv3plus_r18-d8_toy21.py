@@ -2,7 +2,7 @@
 # classes, starting from a pretrained backbone as the paper's configs start
 # from ImageNet weights. The checkpoint comes from a disjoint source task
 # (scenes of 8 outlines that no target class uses, labelled per pixel by
-# outline and hue quarter, never a target image); make it once:
+# outline, hue, tone and texture, never a target image); make it once:
 #   python tools/analysis/pretrain_toy_backbone.py
 # Another file: --cfg-options model.backbone.init_cfg.checkpoint=PATH
 # (model.segmentor.backbone... in U2PL configs); from scratch:
@@ -13,5 +13,5 @@ model = dict(
         init_cfg=dict(
             type='Pretrained',
             checkpoint='~/.cache/mmseg_u2pl/pretrained/'
-            'resnet18-v1c-c32_toy-source-scenes.pth')),
+            'resnet18-v1c-c32_toy-source-attributes.pth')),
     decode_head=dict(num_classes=21))
