@@ -17,6 +17,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmseg.registry import DATASETS, MODELS, RUNNERS
+from test_paper_configs import shrink_for_runner
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import toy_data_root  # noqa: F401  (pytest fixture)
 from toy_fixtures import REPO_ROOT, toy_split
@@ -142,42 +143,18 @@ def test_edited_template_builds(edited_config):
 
 
 def shrink_for_cpu(cfg: Config, work_dir: str, size: int = 64) -> Config:
-    """A short CPU run: a ResNet-18 with 8 base channels, tiny crops,
-    memory bank and representation head, 2 epochs of 2 + 2 images.
-
-    Loop, hooks, scheduler, validation loop, checkpoint rule, datasets and
-    pipelines stay as the template sets them.
-    """
+    """The short run of :func:`test_paper_configs.shrink_for_runner` with
+    the template's ResNet-18 at 8 base channels and its validation resize
+    at the crop size."""
     student = cfg.model.segmentor
     student.backbone.update(stem_channels=16, base_channels=8, init_cfg=None)
     student.decode_head.update(
         in_channels=64, c1_in_channels=8, channels=16, c1_channels=4)
-    convert_sync_bn(cfg.model)
-    student.data_preprocessor.size = (size, size)
-    cfg.model.contrastive_loss.memory_size = 100
-    cfg.model.representation_head.update(channels=16, out_channels=16)
-    dataset = cfg.train_dataloader.dataset
-    for side in (dataset.labeled, dataset.unlabeled):
-        for transform in side.pipeline:
-            if transform.type == 'RandomResize':
-                transform.scale = (size, size)
-            if transform.type == 'RandomCrop':
-                transform.crop_size = (size, size)
     for key in ('val_dataloader', 'test_dataloader'):
         for transform in cfg[key].dataset.pipeline:
             if transform.type == 'Resize':
                 transform.scale = (size, size)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].update(num_workers=0, persistent_workers=False)
-    cfg.train_dataloader.batch_size = 2
-    cfg.train_cfg.update(max_epochs=2, val_interval=1)
-    cfg.param_scheduler[0].end = 2
-    cfg.default_hooks.checkpoint.interval = 1
-    cfg.work_dir = work_dir
-    cfg.launcher = 'none'
-    # a fresh visualizer, not one left by another runner of this process
-    cfg.visualizer.name = f'visualizer_{abs(hash(work_dir))}'
-    return cfg
+    return shrink_for_runner(cfg, work_dir, size)
 
 
 @pytest.mark.usefixtures('one_thread')
