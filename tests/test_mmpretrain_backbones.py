@@ -24,8 +24,8 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from test_paper_configs import (BACKBONES, CONFIG_DIR, cityscapes_config,
-                                load, make_fake_tree, mmpretrain_unavailable,
+from test_paper_configs import (BACKBONES, CONFIG_DIR, cityscapes_config, load,
+                                make_fake_tree, mmpretrain_unavailable,
                                 set_data_root, shrink_for_runner, voc_config)
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 
