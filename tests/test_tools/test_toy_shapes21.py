@@ -177,3 +177,21 @@ def test_source_images():
     for channel, size in enumerate(sizes[1:], 1):
         assert seen[channel] - {255} <= set(range(size))
     assert seen[2] - {255} == {0, 1} and len(seen[1]) > 8
+
+
+def test_tones_are_drawn():
+    """Object pixels of light classes are brighter and paler than those of
+    dark classes (HSV value and saturation, over a few images)."""
+    import colorsys
+    stats = dict(light=[], dark=[])
+    for index in range(12):
+        image, label = render_sample(
+            np.random.default_rng([5, 0, index]), 96)
+        for class_id in set(np.unique(label).tolist()) - {0}:
+            pixels = image[label == class_id].astype(float) / 255.
+            hsv = np.array([colorsys.rgb_to_hsv(*p) for p in pixels[::7]])
+            tone = OBJECT_CLASSES[class_id - 1].tone
+            stats[tone].append(hsv[:, 1:].mean(axis=0))
+    light, dark = np.mean(stats['light'], 0), np.mean(stats['dark'], 0)
+    assert light[1] > dark[1] + 0.1  # value
+    assert light[0] < dark[0] - 0.1  # saturation

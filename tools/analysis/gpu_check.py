@@ -443,7 +443,9 @@ def unpack_mmcv_source(source: str) -> str:
         with tarfile.open(source) as archive:
             archive.extractall(target, filter='data')
         [folder] = glob.glob(osp.join(target, 'mmcv-*'))
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    tools = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
     from patch_mmcv_source import patch_setup
     patch_setup(osp.join(folder, 'setup.py'))
     return folder

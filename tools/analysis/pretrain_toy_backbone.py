@@ -236,8 +236,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     if not args.force and meta is not None \
             and meta.get('arguments') == _arguments(args) \
             and meta.get('source_attributes') == attributes:
-        print(f'[pretrain] reusing {out} (source accuracy '
-              f"{meta['val_accuracy']} %); --force trains again")
+        print(f'[pretrain] reusing {out} (source accuracy % per '
+              f"attribute: {meta['val_accuracy']}); --force trains again")
         return dict(meta, path=out, reused=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
