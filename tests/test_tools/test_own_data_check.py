@@ -1,0 +1,192 @@
+# Copyright (c) mmseg_u2pl contributors. All rights reserved.
+"""The own-data check: its datasets, the configs it derives from the
+own-dataset template, its table, and a real (shortened) run of both arms."""
+import importlib.util
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from PIL import Image
+from toy_fixtures import REPO_ROOT
+
+import folder_datasets as fd
+
+SCRIPT = osp.join(REPO_ROOT, 'tools', 'analysis', 'own_data_check.py')
+_spec = importlib.util.spec_from_file_location('own_data_check', SCRIPT)
+odc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(odc)
+
+
+@pytest.fixture
+def small_datasets(monkeypatch):
+    """The two datasets with few images (the drawing is unchanged)."""
+    for kind, num_train, num_val in (('textures', 48, 8), ('objects', 48,
+                                                           8)):
+        monkeypatch.setitem(fd.DATASETS, kind, fd.DATASETS[kind]._replace(
+            num_train=num_train, num_val=num_val))
+
+
+@pytest.mark.parametrize('kind', ['textures', 'objects'])
+def test_folder_dataset_layout(tmp_path, small_datasets, kind):
+    spec = fd.DATASETS[kind]
+    meta = fd.make_folder_dataset(kind, str(tmp_path))
+    assert meta['classes'] == list(spec.classes)
+    assert len(meta['palette']) == len(spec.classes)
+    names = {}
+    for split in ('labeled', 'unlabeled'):
+        with open(tmp_path / 'splits' / f'{split}.txt') as f:
+            names[split] = [line.strip() for line in f if line.strip()]
+    assert not set(names['labeled']) & set(names['unlabeled'])
+    assert len(names['labeled']) + len(names['unlabeled']) == 48
+    assert len(names['labeled']) == meta['labeled'] == {
+        'textures': 6,  # ceil(48 / 8)
+        'objects': 3  # ceil(48 / 16)
+    }[kind]
+    seen = set()
+    for name in names['labeled']:
+        seen |= set(
+            np.unique(
+                np.array(
+                    Image.open(tmp_path / 'masks' / 'train' /
+                               f'{name}.png'))).tolist())
+    assert seen == set(range(len(spec.classes)))  # --require-all-classes
+    image = Image.open(tmp_path / 'images' / 'val' /
+                       f'img_0007{spec.img_suffix}')
+    assert image.size == (spec.img_size, spec.img_size)
+    assert image.mode == 'RGB'
+    label = np.array(Image.open(tmp_path / 'masks' / 'val' / 'img_0007.png'))
+    assert label.shape == (spec.img_size, spec.img_size)
+    assert label.max() < len(spec.classes)
+    # reused as it is; a folder of another kind is refused by name
+    assert fd.make_folder_dataset(kind, str(tmp_path)) == meta
+    other = 'objects' if kind == 'textures' else 'textures'
+    with pytest.raises(FileExistsError, match=other):
+        fd.make_folder_dataset(other, str(tmp_path))
+
+
+def test_texture_classes_do_not_follow_colour():
+    """A region's colour says nothing of its class: the mean hue of the
+    regions of each class spreads over the whole circle."""
+    import colorsys
+    hues = {c: [] for c in range(len(fd.TEXTURES))}
+    for index in range(60):
+        image, label = fd.draw_textures(np.random.default_rng(index), 48)
+        for c in np.unique(label):
+            r, g, b = image[label == c].mean(axis=0) / 255.
+            hues[int(c)].append(colorsys.rgb_to_hsv(r, g, b)[0])
+    for c, values in hues.items():
+        counts = np.histogram(values, bins=4, range=(0., 1.))[0]
+        assert (counts > 0).all(), (fd.TEXTURES[c], counts)
+
+
+def test_edit_template_sets_one_line_each():
+    text = 'a = 1\nb = (1, 2)\n# a = 3 in a comment\nc = a\n'
+    edited = odc.edit_template(text, dict(a='x', b=(4, 4)))
+    assert edited == "a = 'x'\nb = (4, 4)\n# a = 3 in a comment\nc = a\n"
+    with pytest.raises(ValueError, match='"d = ..."'):
+        odc.edit_template(text, dict(d=1))
+
+
+def test_configs_keep_the_template(tmp_path, small_datasets):
+    meta = fd.make_folder_dataset('objects', str(tmp_path / 'data'))
+    template = Config.fromfile(odc.TEMPLATE)
+    cfgs = {
+        method: odc.build_config(
+            odc.Run('objects', init, method, 3), meta,
+            str(tmp_path / 'data'), str(tmp_path / method), 2)
+        for method, init in (('u2pl', 'pretrained'), ('supervised',
+                                                      'scratch'))
+    }
+    u2pl, sup = cfgs['u2pl'], cfgs['supervised']
+    # the template's recipe, untouched
+    for key in ('semi_train_cfg', 'contrastive_loss', 'representation_head'):
+        assert u2pl.model[key] == template.model[key]
+    assert u2pl.custom_hooks == template.custom_hooks
+    assert u2pl.optim_wrapper == template.optim_wrapper
+    assert sup.optim_wrapper == template.optim_wrapper
+    assert u2pl.train_cfg == dict(
+        type='EpochBasedTrainLoop', max_epochs=6, val_interval=1)
+    assert u2pl.param_scheduler[0].end == 6
+    # the user's edits
+    assert u2pl.crop_size == (64, 64)
+    assert u2pl.model.segmentor.decode_head.num_classes == 8
+    assert u2pl.val_dataloader.dataset.metainfo.classes == tuple(
+        meta['classes'])
+    assert u2pl.randomness.seed == 3
+    # the toy network and the starts
+    assert u2pl.model.segmentor.backbone.base_channels == 32
+    assert u2pl.model.segmentor.backbone.init_cfg.checkpoint == \
+        odc.PRETRAINED
+    assert sup.model.backbone.init_cfg is None
+    # supervised: the student alone, as many iterations as U2PL
+    assert sup.model.type == 'EncoderDecoder'
+    assert sup.model.decode_head == u2pl.model.segmentor.decode_head
+    assert sup.train_dataloader.dataset.ann_file == 'splits/labeled.txt'
+    per_epoch = meta['unlabeled'] // 4
+    assert sup.train_cfg.max_iters == 6 * per_epoch
+    assert sup.train_cfg.val_interval == per_epoch
+    assert sup.param_scheduler[0].end == 6 * per_epoch
+    assert sup.custom_hooks == []
+
+
+def hand_result(method, seed, **values):
+    return dict(
+        dataset='textures', init='scratch', method=method, seed=seed,
+        **values)
+
+
+def test_summary_pairs_seeds():
+    results = [
+        hand_result('supervised', 0, supervised=50.),
+        hand_result('supervised', 1, supervised=60.),
+        hand_result('supervised', 2, supervised=70.),  # no U2PL pair
+        hand_result(
+            'u2pl', 0, teacher=52., student=55., kept=55.,
+            kept_network='student'),
+        hand_result(
+            'u2pl', 1, teacher=59., student=58., kept=59.,
+            kept_network='teacher'),
+    ]
+    table = odc.summarize(results, ['textures'], ['scratch'])
+    row = table.splitlines()[2].split(' | ')
+    # seeds 0 and 1; teacher - sup. = (2, -1): mean 0.5, se 1.5
+    assert row[2] == '2'
+    assert row[3] == '55.00 ± 5.00'
+    assert row[7] == '0.50 ± 1.50'
+    assert row[8] == '1.50 ± 3.50'  # student: (5, -2)
+    assert row[9] == '2.00 ± 3.00'  # kept: (5, -1)
+    assert row[10].startswith('teacher 1, student 1')
+
+
+def test_shortened_check_trains_both_arms(tmp_path, small_datasets,
+                                          monkeypatch):
+    """One epoch of each arm on a small ``textures``, from scratch, through
+    tools/train.py: the table and the stored results."""
+    monkeypatch.setitem(odc.EPOCHS, 'textures', 1)
+    results = odc.main([
+        '--datasets', 'textures', '--inits', 'scratch', '--seeds', '0',
+        '--data-dir',
+        str(tmp_path / 'data'), '--work-dir',
+        str(tmp_path / 'work'), '--num-workers', '0'
+    ])
+    by_method = {r['method']: r for r in results}
+    assert set(by_method) == {'u2pl', 'supervised'}
+    semi = by_method['u2pl']
+    assert semi['kept'] == max(semi['teacher'], semi['student'])
+    assert 0. <= by_method['supervised']['supervised'] <= 100.
+    table = (tmp_path / 'work' / 'own_data_check.md').read_text()
+    assert '| textures | scratch | 1 |' in table
+    stored = json.loads(
+        (tmp_path / 'work' / 'textures_scratch_u2pl_seed0' /
+         odc.RESULT_FILE).read_text())
+    assert stored['teacher'] == semi['teacher']
+    # a second call trains nothing
+    monkeypatch.setattr(odc, 'train_one', None)
+    assert len(odc.main([
+        '--datasets', 'textures', '--inits', 'scratch', '--seeds', '0',
+        '--data-dir',
+        str(tmp_path / 'data'), '--work-dir',
+        str(tmp_path / 'work')
+    ])) == 2
