@@ -142,8 +142,8 @@ def make_folder_dataset(kind: str, out_dir: str) -> dict:
             f'{meta.get("version")}, not {kind} {GENERATOR_VERSION}; remove '
             'it or choose another folder')
     stream = list(DATASETS).index(kind)
-    for split_index, (split, num) in enumerate(
-        (('train', spec.num_train), ('val', spec.num_val))):
+    splits = (('train', spec.num_train), ('val', spec.num_val))
+    for split_index, (split, num) in enumerate(splits):
         os.makedirs(osp.join(out_dir, 'images', split), exist_ok=True)
         os.makedirs(osp.join(out_dir, 'masks', split), exist_ok=True)
         for index in range(num):
