@@ -8,9 +8,9 @@ the same labels, and which of its networks (teacher, student, the one it
 keeps) does?
 
 For each dataset of ``tools/dataset_converters/folder_datasets.py``
-(``textures``, ``objects``), each start (``scratch``, ``pretrained``: the toy
-source-task checkpoint of ``tools/analysis/pretrain_toy_backbone.py``) and
-each seed it trains:
+(``textures``, ``objects``), each start (``pretrained``: the toy
+source-task checkpoint of ``tools/analysis/pretrain_toy_backbone.py``;
+``scratch``) and each seed it trains (all pairs of the first start first):
 
 - ``u2pl``: the template with what the README tells a user to edit (the
   marked block, the crop and scale for the images, a shorter
@@ -62,7 +62,7 @@ PRETRAINED = osp.expanduser('~/.cache/mmseg_u2pl/pretrained/'
 #: Epochs of the unlabeled images per dataset (the template's 80, shortened
 #: to fit 2 CPU cores: about 700 and 540 iterations).
 EPOCHS = {'textures': 5, 'objects': 6}
-INITS = ('scratch', 'pretrained')
+INITS = ('pretrained', 'scratch')
 METHODS = ('u2pl', 'supervised')
 RESULT_FILE = 'own_data_result.json'
 #: The toy network (configs/_base_/models/deeplabv3plus_r18-d8_toy.py).
@@ -318,10 +318,11 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     for dataset in args.datasets:
         root = osp.abspath(osp.join(args.data_dir, dataset))
         metas[dataset] = (make_folder_dataset(dataset, root), root)
-    # seed by seed, so that an interrupted check has whole pairs
+    # start by start, then seed by seed, so that an interrupted check has
+    # whole pairs of the first start
     runs = [
-        Run(d, i, m, s) for s in args.seeds for d in args.datasets
-        for i in args.inits for m in METHODS
+        Run(d, i, m, s) for i in args.inits for s in args.seeds
+        for d in args.datasets for m in METHODS
     ]
     results, todo = [], []
     for run in runs:
