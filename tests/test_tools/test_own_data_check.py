@@ -70,7 +70,7 @@ def test_texture_classes_do_not_follow_colour():
     """A region's colour says nothing of its class: the mean hue of the
     regions of each class spreads over the whole circle."""
     import colorsys
-    hues = {c: [] for c in range(len(fd.TEXTURES))}
+    hues = {c: [] for c in range(len(fd.TEXTURE_CLASSES))}
     for index in range(60):
         image, label = fd.draw_textures(np.random.default_rng(index), 48)
         for c in np.unique(label):
@@ -78,7 +78,7 @@ def test_texture_classes_do_not_follow_colour():
             hues[int(c)].append(colorsys.rgb_to_hsv(r, g, b)[0])
     for c, values in hues.items():
         counts = np.histogram(values, bins=4, range=(0., 1.))[0]
-        assert (counts > 0).all(), (fd.TEXTURES[c], counts)
+        assert (counts > 0).all(), (fd.TEXTURE_CLASSES[c], counts)
 
 
 def test_edit_template_sets_one_line_each():

@@ -293,6 +293,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--inits', nargs='+', choices=INITS, default=list(INITS))
     parser.add_argument(
         '--seeds', nargs='+', type=int, default=[0, 1, 2, 3])
+    parser.add_argument(
+        '--methods',
+        nargs='+',
+        choices=METHODS,
+        default=list(METHODS),
+        help='e.g. supervised alone to see that a dataset is learnt')
     parser.add_argument('--jobs', type=int, default=1)
     parser.add_argument(
         '--num-workers', type=int, default=2, help='default: %(default)s')
@@ -322,7 +328,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     # whole pairs of the first start
     runs = [
         Run(d, i, m, s) for i in args.inits for s in args.seeds
-        for d in args.datasets for m in METHODS
+        for d in args.datasets for m in args.methods
     ]
     results, todo = [], []
     for run in runs:

@@ -13,10 +13,11 @@ Each is written as a user's folder would be, and its split lists by
     <out>/splits/labeled.txt, <out>/splits/unlabeled.txt
     <out>/meta.json                   kind, version, classes, palette
 
-``textures``: 5 classes, 48x48 JPEG images tiled by 3-7 Voronoi regions;
-a region's class is its texture family (plain, stripes, dots, checker,
-gradient) and its colours are drawn independently of the class, so the
-texture alone settles the class. No background class, 1/8 labeled.
+``textures``: 4 classes, 48x48 JPEG images tiled by 3-7 Voronoi regions;
+a region's class is its texture family (plain, stripes, dots, checker;
+periods of 6-12 pixels) and its colours are drawn independently of the
+class, so the texture alone settles the class. No background class, 1/8
+labeled.
 
 ``objects``: 8 classes, 64x64 PNG images; a background (textured,
 cluttered, any colour) and 1-5 objects of 7 outlines (disk, square,
@@ -36,9 +37,13 @@ from PIL import Image
 from toy_drawing import (SHAPES, TEXTURES, add_noise, cluttered_background,
                          draw_texture, paint_object)
 
-GENERATOR_VERSION = '1.0'
+GENERATOR_VERSION = '1.1'
 
 OBJECT_SHAPES = SHAPES[:7]
+#: textures: the classes. ``gradient`` is not one: over a region a fraction
+#: of the image wide it looks plain.
+TEXTURE_CLASSES = TEXTURES[:4]
+TEXTURE_PERIOD = (6., 12.)  # pixels; survives the 0.5x rescale
 NUM_REGIONS = (3, 7)  # textures: Voronoi regions per image
 NUM_OBJECTS = (1, 5)  # objects: objects per image
 OBJECT_SIZE = (12., 30.)  # objects: nominal size in pixels
@@ -65,7 +70,7 @@ def draw_textures(rng: np.random.Generator,
     dist = ((grid_y[None] - centres[:, 0, None, None])**2 +
             (grid_x[None] - centres[:, 1, None, None])**2)
     region = dist.argmin(axis=0)
-    classes = rng.integers(0, len(TEXTURES), size=num)
+    classes = rng.integers(0, len(TEXTURE_CLASSES), size=num)
     canvas = np.zeros((img_size, img_size, 3), np.float32)
     label = np.zeros((img_size, img_size), np.uint8)
     for index in range(num):
@@ -78,9 +83,9 @@ def draw_textures(rng: np.random.Generator,
             grid_x[mask],
             img_size,
             hue=rng.uniform(0., 1.),
-            kind=TEXTURES[classes[index]],
+            kind=TEXTURE_CLASSES[classes[index]],
             contrast_range=(0.5, 0.9),
-            period_range=(3., 8.),
+            period_range=TEXTURE_PERIOD,
             spread=0.)
         label[mask] = classes[index]
     return add_noise(rng, canvas), label
@@ -107,7 +112,7 @@ def draw_objects(rng: np.random.Generator,
 
 DATASETS: Dict[str, FolderDataset] = {
     'textures':
-    FolderDataset(TEXTURES, 48, '.jpg', 640, 160, '1/8', draw_textures),
+    FolderDataset(TEXTURE_CLASSES, 48, '.jpg', 640, 160, '1/8', draw_textures),
     'objects':
     FolderDataset(('background', ) + OBJECT_SHAPES, 64, '.png', 384, 160,
                   '1/16', draw_objects),
