@@ -22,13 +22,13 @@ _spec.loader.exec_module(odc)
 @pytest.fixture
 def small_datasets(monkeypatch):
     """The two datasets with few images (the drawing is unchanged)."""
-    for kind, num_train, num_val in (('textures', 48, 8), ('objects', 48,
-                                                           8)):
-        monkeypatch.setitem(fd.DATASETS, kind, fd.DATASETS[kind]._replace(
-            num_train=num_train, num_val=num_val))
+    for kind in ('regions', 'objects'):
+        monkeypatch.setitem(fd.DATASETS, kind,
+                            fd.DATASETS[kind]._replace(
+                                num_train=48, num_val=8))
 
 
-@pytest.mark.parametrize('kind', ['textures', 'objects'])
+@pytest.mark.parametrize('kind', ['regions', 'objects'])
 def test_folder_dataset_layout(tmp_path, small_datasets, kind):
     spec = fd.DATASETS[kind]
     meta = fd.make_folder_dataset(kind, str(tmp_path))
@@ -41,7 +41,7 @@ def test_folder_dataset_layout(tmp_path, small_datasets, kind):
     assert not set(names['labeled']) & set(names['unlabeled'])
     assert len(names['labeled']) + len(names['unlabeled']) == 48
     assert len(names['labeled']) == meta['labeled'] == {
-        'textures': 6,  # ceil(48 / 8)
+        'regions': 6,  # ceil(48 / 8)
         'objects': 3  # ceil(48 / 16)
     }[kind]
     seen = set()
@@ -61,24 +61,26 @@ def test_folder_dataset_layout(tmp_path, small_datasets, kind):
     assert label.max() < len(spec.classes)
     # reused as it is; a folder of another kind is refused by name
     assert fd.make_folder_dataset(kind, str(tmp_path)) == meta
-    other = 'objects' if kind == 'textures' else 'textures'
+    other = 'objects' if kind == 'regions' else 'regions'
     with pytest.raises(FileExistsError, match=other):
         fd.make_folder_dataset(other, str(tmp_path))
 
 
-def test_texture_classes_do_not_follow_colour():
-    """A region's colour says nothing of its class: the mean hue of the
-    regions of each class spreads over the whole circle."""
+def test_region_classes_follow_hue():
+    """A region's mean hue lies near its class's hue (within 4 spreads on
+    the hue circle), and the classes tile the images without a background
+    class."""
     import colorsys
-    hues = {c: [] for c in range(len(fd.TEXTURE_CLASSES))}
-    for index in range(60):
-        image, label = fd.draw_textures(np.random.default_rng(index), 48)
+    seen = set()
+    for index in range(40):
+        image, label = fd.draw_regions(np.random.default_rng(index), 48)
         for c in np.unique(label):
             r, g, b = image[label == c].mean(axis=0) / 255.
-            hues[int(c)].append(colorsys.rgb_to_hsv(r, g, b)[0])
-    for c, values in hues.items():
-        counts = np.histogram(values, bins=4, range=(0., 1.))[0]
-        assert (counts > 0).all(), (fd.TEXTURE_CLASSES[c], counts)
+            hue = colorsys.rgb_to_hsv(r, g, b)[0]
+            gap = abs(hue - fd.REGION_HUES[c])
+            assert min(gap, 1 - gap) < 4 * fd.REGION_HUE_SPREAD, (c, hue)
+            seen.add(int(c))
+    assert seen == set(range(len(fd.REGION_CLASSES)))
 
 
 def test_edit_template_sets_one_line_each():
@@ -133,7 +135,7 @@ def test_configs_keep_the_template(tmp_path, small_datasets):
 
 def hand_result(method, seed, **values):
     return dict(
-        dataset='textures', init='scratch', method=method, seed=seed,
+        dataset='regions', init='scratch', method=method, seed=seed,
         **values)
 
 
@@ -149,7 +151,7 @@ def test_summary_pairs_seeds():
             'u2pl', 1, teacher=59., student=58., kept=59.,
             kept_network='teacher'),
     ]
-    table = odc.summarize(results, ['textures'], ['scratch'])
+    table = odc.summarize(results, ['regions'], ['scratch'])
     row = table.splitlines()[2].split(' | ')
     # seeds 0 and 1; teacher - sup. = (2, -1): mean 0.5, se 1.5
     assert row[2] == '2'
@@ -162,11 +164,11 @@ def test_summary_pairs_seeds():
 
 def test_shortened_check_trains_both_arms(tmp_path, small_datasets,
                                           monkeypatch):
-    """One epoch of each arm on a small ``textures``, from scratch, through
+    """One epoch of each arm on a small ``regions``, from scratch, through
     tools/train.py: the table and the stored results."""
-    monkeypatch.setitem(odc.EPOCHS, 'textures', 1)
+    monkeypatch.setitem(odc.EPOCHS, 'regions', 1)
     results = odc.main([
-        '--datasets', 'textures', '--inits', 'scratch', '--seeds', '0',
+        '--datasets', 'regions', '--inits', 'scratch', '--seeds', '0',
         '--data-dir',
         str(tmp_path / 'data'), '--work-dir',
         str(tmp_path / 'work'), '--num-workers', '0'
@@ -177,15 +179,15 @@ def test_shortened_check_trains_both_arms(tmp_path, small_datasets,
     assert semi['kept'] == max(semi['teacher'], semi['student'])
     assert 0. <= by_method['supervised']['supervised'] <= 100.
     table = (tmp_path / 'work' / 'own_data_check.md').read_text()
-    assert '| textures | scratch | 1 |' in table
+    assert '| regions | scratch | 1 |' in table
     stored = json.loads(
-        (tmp_path / 'work' / 'textures_scratch_u2pl_seed0' /
+        (tmp_path / 'work' / 'regions_scratch_u2pl_seed0' /
          odc.RESULT_FILE).read_text())
     assert stored['teacher'] == semi['teacher']
     # a second call trains nothing
     monkeypatch.setattr(odc, 'train_one', None)
     assert len(odc.main([
-        '--datasets', 'textures', '--inits', 'scratch', '--seeds', '0',
+        '--datasets', 'regions', '--inits', 'scratch', '--seeds', '0',
         '--data-dir',
         str(tmp_path / 'data'), '--work-dir',
         str(tmp_path / 'work')

@@ -8,7 +8,7 @@ the same labels, and which of its networks (teacher, student, the one it
 keeps) does?
 
 For each dataset of ``tools/dataset_converters/folder_datasets.py``
-(``textures``, ``objects``), each start (``pretrained``: the toy
+(``regions``, ``objects``), each start (``pretrained``: the toy
 source-task checkpoint of ``tools/analysis/pretrain_toy_backbone.py``;
 ``scratch``) and each seed it trains (all pairs of the first start first):
 
@@ -33,7 +33,7 @@ A finished run (``<run>/own_data_result.json``) is reused.
 Example::
 
     python tools/analysis/own_data_check.py --jobs 2
-    python tools/analysis/own_data_check.py --datasets textures \\
+    python tools/analysis/own_data_check.py --datasets regions \\
         --inits pretrained --seeds 0 --jobs 2
 """
 import argparse
@@ -61,7 +61,7 @@ PRETRAINED = osp.expanduser('~/.cache/mmseg_u2pl/pretrained/'
                             'resnet18-v1c-c32_toy-source-attributes.pth')
 #: Epochs of the unlabeled images per dataset (the template's 80, shortened
 #: to fit 2 CPU cores: about 700 and 540 iterations).
-EPOCHS = {'textures': 5, 'objects': 6}
+EPOCHS = {'regions': 5, 'objects': 6}
 INITS = ('pretrained', 'scratch')
 METHODS = ('u2pl', 'supervised')
 RESULT_FILE = 'own_data_result.json'
@@ -287,7 +287,7 @@ def summarize(results: Sequence[dict], datasets: Sequence[str],
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--datasets', nargs='+', choices=list(DATASETS), default=['textures',
+        '--datasets', nargs='+', choices=list(DATASETS), default=['regions',
                                                                   'objects'])
     parser.add_argument(
         '--inits', nargs='+', choices=INITS, default=list(INITS))

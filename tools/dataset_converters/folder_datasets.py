@@ -13,11 +13,11 @@ Each is written as a user's folder would be, and its split lists by
     <out>/splits/labeled.txt, <out>/splits/unlabeled.txt
     <out>/meta.json                   kind, version, classes, palette
 
-``textures``: 4 classes, 48x48 JPEG images tiled by 3-7 Voronoi regions;
-a region's class is its texture family (plain, stripes, dots, checker;
-periods of 6-12 pixels) and its colours are drawn independently of the
-class, so the texture alone settles the class. No background class, 1/8
-labeled.
+``regions``: 5 "stuff" classes, 48x48 JPEG images tiled by 3-7 Voronoi
+regions (no background class); a region's class sets the hue family of its
+colours (hues 0, 0.2, ..., 0.8 with a normal spread of 0.08, so that
+neighbouring classes overlap), its brightness, saturation and texture are
+drawn independently of the class. 1/8 labeled.
 
 ``objects``: 8 classes, 64x64 PNG images; a background (textured,
 cluttered, any colour) and 1-5 objects of 7 outlines (disk, square,
@@ -34,17 +34,17 @@ from typing import Callable, Dict, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image
-from toy_drawing import (SHAPES, TEXTURES, add_noise, cluttered_background,
+from toy_drawing import (SHAPES, add_noise, cluttered_background,
                          draw_texture, paint_object)
 
-GENERATOR_VERSION = '1.1'
+GENERATOR_VERSION = '1.2'
 
 OBJECT_SHAPES = SHAPES[:7]
-#: textures: the classes. ``gradient`` is not one: over a region a fraction
-#: of the image wide it looks plain.
-TEXTURE_CLASSES = TEXTURES[:4]
-TEXTURE_PERIOD = (6., 12.)  # pixels; survives the 0.5x rescale
-NUM_REGIONS = (3, 7)  # textures: Voronoi regions per image
+#: regions: classes and their hues (HSV, in [0, 1))
+REGION_CLASSES = ('red', 'yellow', 'green', 'blue', 'purple')
+REGION_HUES = (0., 0.2, 0.4, 0.6, 0.8)
+REGION_HUE_SPREAD = 0.08
+NUM_REGIONS = (3, 7)  # regions: Voronoi regions per image
 NUM_OBJECTS = (1, 5)  # objects: objects per image
 OBJECT_SIZE = (12., 30.)  # objects: nominal size in pixels
 
@@ -61,16 +61,16 @@ class FolderDataset(NamedTuple):
                                                      np.ndarray]]
 
 
-def draw_textures(rng: np.random.Generator,
-                  img_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """A Voronoi tiling whose regions' classes are texture families."""
+def draw_regions(rng: np.random.Generator,
+                 img_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """A Voronoi tiling whose regions' classes are hue families."""
     grid_y, grid_x = np.mgrid[0:img_size, 0:img_size].astype(np.float32)
     num = int(rng.integers(NUM_REGIONS[0], NUM_REGIONS[1] + 1))
     centres = rng.uniform(0., img_size, size=(num, 2)).astype(np.float32)
     dist = ((grid_y[None] - centres[:, 0, None, None])**2 +
             (grid_x[None] - centres[:, 1, None, None])**2)
     region = dist.argmin(axis=0)
-    classes = rng.integers(0, len(TEXTURE_CLASSES), size=num)
+    classes = rng.integers(0, len(REGION_CLASSES), size=num)
     canvas = np.zeros((img_size, img_size, 3), np.float32)
     label = np.zeros((img_size, img_size), np.uint8)
     for index in range(num):
@@ -82,11 +82,10 @@ def draw_textures(rng: np.random.Generator,
             grid_y[mask],
             grid_x[mask],
             img_size,
-            hue=rng.uniform(0., 1.),
-            kind=TEXTURE_CLASSES[classes[index]],
-            contrast_range=(0.5, 0.9),
-            period_range=TEXTURE_PERIOD,
-            spread=0.)
+            hue=REGION_HUES[classes[index]],
+            spread=REGION_HUE_SPREAD,
+            saturation=(0.3, 1.),
+            value=(0.3, 1.))
         label[mask] = classes[index]
     return add_noise(rng, canvas), label
 
@@ -111,8 +110,8 @@ def draw_objects(rng: np.random.Generator,
 
 
 DATASETS: Dict[str, FolderDataset] = {
-    'textures':
-    FolderDataset(TEXTURE_CLASSES, 48, '.jpg', 640, 160, '1/8', draw_textures),
+    'regions':
+    FolderDataset(REGION_CLASSES, 48, '.jpg', 640, 160, '1/8', draw_regions),
     'objects':
     FolderDataset(('background', ) + OBJECT_SHAPES, 64, '.png', 384, 160,
                   '1/16', draw_objects),
