@@ -24,11 +24,14 @@ source-task checkpoint of ``tools/analysis/pretrain_toy_backbone.py``;
   at the same iterations.
 
 It reports, per dataset and start, the final mIoU of supervised, the U2PL
-teacher, student and the network the template keeps (``better/mIoU`` of the
-last validation, what ``export_checkpoint.py`` exports), mean ± standard
-error over the seeds, and the seed-paired differences from supervised.
-Outputs in ``--work-dir``: ``own_data_check.md``, ``own_data_check.json``.
-A finished run (``<run>/own_data_result.json``) is reused.
+teacher, student and the better of the two at the last validation
+(``better/mIoU``; each run's result file also holds the best validation of
+either arm, ``best`` and ``best_kept``: what the best checkpoint holds),
+mean ± standard error over the seeds, and the seed-paired differences from
+supervised. Outputs in ``--work-dir``: ``own_data_check.md`` and
+``own_data_check.json`` (the runs of this invocation). A finished run
+(``<run>/own_data_result.json``) is reused when it was trained with the
+same epochs and dataset version, and refused otherwise.
 
 Example::
 
@@ -99,13 +102,14 @@ def edit_template(text: str, values: Dict[str, object]) -> str:
         pattern = re.compile(rf'^{name} = .*$', re.MULTILINE)
         if len(pattern.findall(text)) != 1:
             raise ValueError(f'{TEMPLATE}: expected one line "{name} = ..."')
-        text = pattern.sub(f'{name} = {value!r}', text)
+        text = pattern.sub(lambda _, line=f'{name} = {value!r}': line, text)
     return text
 
 
 def iters_per_epoch(meta: dict, batch_size: int = 4) -> int:
-    """Iterations of one epoch of the unlabeled images (last batch dropped)."""
-    return meta['unlabeled'] // batch_size
+    """Iterations of one epoch of ``SemiDataset`` (its length is the larger
+    of the two lists; the last partial batch is dropped)."""
+    return max(meta['labeled'], meta['unlabeled']) // batch_size
 
 
 def build_config(run: Run, meta: dict, data_root: str, run_dir: str,
@@ -211,7 +215,11 @@ def train_one(run: Run, meta: dict, data_root: str, run_dir: str,
         raise RuntimeError(f'{run.name}: {len(vals)} validations logged, '
                            f'expected {EPOCHS[run.dataset]}; see {log_path}')
     last = vals[-1]
-    result = dict(run._asdict(), wall_s=time.time() - start)
+    result = dict(
+        run._asdict(),
+        epochs=EPOCHS[run.dataset],
+        version=meta['version'],
+        wall_s=time.time() - start)
     if run.method == 'u2pl':
         result.update(
             teacher=last['teacher/mIoU'],
@@ -333,11 +341,18 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     results, todo = [], []
     for run in runs:
         path = osp.join(args.work_dir, run.name, RESULT_FILE)
-        if osp.isfile(path):
-            with open(path) as f:
-                results.append(json.load(f))
-        else:
+        if not osp.isfile(path):
             todo.append(run)
+            continue
+        with open(path) as f:
+            result = json.load(f)
+        wanted = (EPOCHS[run.dataset], metas[run.dataset][0]['version'])
+        if (result.get('epochs'), result.get('version')) != wanted:
+            sys.exit(f'error: {path} was trained with epochs, version '
+                     f'{result.get("epochs")}, {result.get("version")}, not '
+                     f'{wanted[0]}, {wanted[1]}: remove that folder or use '
+                     'another --work-dir')
+        results.append(result)
     print(f'[own_data_check] {len(todo)} run(s) to train, {len(results)} '
           f'reused; {args.jobs} at a time')
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
