@@ -331,7 +331,10 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     metas = {}
     for dataset in args.datasets:
         root = osp.abspath(osp.join(args.data_dir, dataset))
-        metas[dataset] = (make_folder_dataset(dataset, root), root)
+        try:
+            metas[dataset] = (make_folder_dataset(dataset, root), root)
+        except FileExistsError as err:
+            sys.exit(f'error: {err}')
     # start by start, then seed by seed, so that an interrupted check has
     # whole pairs of the first start
     runs = [
