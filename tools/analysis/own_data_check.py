@@ -56,6 +56,7 @@ if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import ROOT  # noqa: E402
 from folder_datasets import DATASETS, make_folder_dataset  # noqa: E402
+from label_efficiency import read_scalars  # noqa: E402
 
 TEMPLATE = osp.join(
     ROOT, 'configs', 'u2pl',
@@ -159,15 +160,9 @@ def to_supervised(cfg, max_iters: int, val_interval: int) -> None:
         max_iters=max_iters,
         val_interval=val_interval)
     cfg.val_cfg = dict(type='ValLoop')
-    cfg.param_scheduler = [
-        dict(
-            type='PolyLR',
-            eta_min=1e-4,
-            power=0.9,
-            begin=0,
-            end=max_iters,
-            by_epoch=False)
-    ]
+    poly = dict(cfg.param_scheduler[0], end=max_iters, by_epoch=False)
+    poly.pop('convert_to_iter_based')
+    cfg.param_scheduler = [poly]
     cfg.custom_hooks = []
     cfg.default_hooks.checkpoint.update(
         by_epoch=False, interval=val_interval, save_best='mIoU')
@@ -177,14 +172,9 @@ def to_supervised(cfg, max_iters: int, val_interval: int) -> None:
 
 def read_validations(run_dir: str) -> List[dict]:
     """Validation records of the newest ``vis_data/scalars.json``."""
-    stamps = sorted(
-        d for d in os.listdir(run_dir)
-        if osp.isfile(osp.join(run_dir, d, 'vis_data', 'scalars.json')))
-    if not stamps:
-        return []
-    with open(osp.join(run_dir, stamps[-1], 'vis_data', 'scalars.json')) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if 'mIoU' in r or 'teacher/mIoU' in r]
+    return [
+        r for r in read_scalars(run_dir) if 'mIoU' in r or 'teacher/mIoU' in r
+    ]
 
 
 def train_one(run: Run, meta: dict, data_root: str, run_dir: str,
