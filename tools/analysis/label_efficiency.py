@@ -425,22 +425,35 @@ def load_result(run_dir: str, iters: int, warmup: int) -> Optional[dict]:
     return result
 
 
-def train_one(spec: RunSpec, command: List[str], run_dir: str, iters: int,
-              warmup: int, config: str) -> dict:
-    """Train one run from scratch and store its result."""
-    if osp.isdir(run_dir):  # interrupted or forced: start clean
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir)
+def run_training(command: List[str], run_dir: str) -> float:
+    """Run a ``tools/train.py`` command line with one thread per process,
+    its output in ``<run_dir>/train.log``.
+
+    Returns:
+        float: Wall seconds.
+
+    Raises:
+        RuntimeError: When the training exits with an error.
+    """
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     log_path = osp.join(run_dir, 'train.log')
     start = time.time()
     with open(log_path, 'w') as log:
         proc = subprocess.run(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.time() - start
     if proc.returncode != 0:
         raise RuntimeError(f'training failed (exit code {proc.returncode});'
                            f' see {log_path}')
+    return time.time() - start
+
+
+def train_one(spec: RunSpec, command: List[str], run_dir: str, iters: int,
+              warmup: int, config: str) -> dict:
+    """Train one run from scratch and store its result."""
+    if osp.isdir(run_dir):  # interrupted or forced: start clean
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir)
+    wall = run_training(command, run_dir)
     result = dict(
         method=spec.method,
         fraction=spec.fraction,

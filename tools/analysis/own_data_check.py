@@ -45,10 +45,7 @@ import os
 import os.path as osp
 import re
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
@@ -56,7 +53,8 @@ if osp.dirname(osp.abspath(__file__)) not in sys.path:
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _bench_common import ROOT  # noqa: E402
 from folder_datasets import DATASETS, make_folder_dataset  # noqa: E402
-from label_efficiency import read_scalars  # noqa: E402
+from label_efficiency import (mean_std, read_scalars,  # noqa: E402
+                              run_training)
 
 TEMPLATE = osp.join(
     ROOT, 'configs', 'u2pl',
@@ -185,31 +183,21 @@ def train_one(run: Run, meta: dict, data_root: str, run_dir: str,
     cfg = build_config(run, meta, data_root, run_dir, num_workers)
     config = osp.join(run_dir, 'config.py')
     cfg.dump(config)
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    log_path = osp.join(run_dir, 'train.log')
-    start = time.time()
-    with open(log_path, 'w') as log:
-        proc = subprocess.run([
-            sys.executable,
-            osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', run_dir
-        ],
-                              cwd=ROOT,
-                              env=env,
-                              stdout=log,
-                              stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f'{run.name}: training failed (exit code '
-                           f'{proc.returncode}); see {log_path}')
+    wall = run_training([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', run_dir
+    ], run_dir)
     vals = read_validations(run_dir)
     if len(vals) != EPOCHS[run.dataset]:
         raise RuntimeError(f'{run.name}: {len(vals)} validations logged, '
-                           f'expected {EPOCHS[run.dataset]}; see {log_path}')
+                           f'expected {EPOCHS[run.dataset]}; see '
+                           f'{osp.join(run_dir, "train.log")}')
     last = vals[-1]
     result = dict(
         run._asdict(),
         epochs=EPOCHS[run.dataset],
         version=meta['version'],
-        wall_s=time.time() - start)
+        wall_s=wall)
     if run.method == 'u2pl':
         result.update(
             teacher=last['teacher/mIoU'],
@@ -229,11 +217,10 @@ def train_one(run: Run, meta: dict, data_root: str, run_dir: str,
 def mean_se(values: Sequence[float]) -> str:
     if not values:
         return '-'
-    mean = statistics.mean(values)
+    mean, std = mean_std(values)
     if len(values) < 2:
         return f'{mean:.2f}'
-    se = statistics.stdev(values) / len(values)**0.5
-    return f'{mean:.2f} ± {se:.2f}'
+    return f'{mean:.2f} ± {std / len(values)**0.5:.2f}'
 
 
 def summarize(results: Sequence[dict], datasets: Sequence[str],
@@ -246,18 +233,11 @@ def summarize(results: Sequence[dict], datasets: Sequence[str],
     ]
     for dataset in datasets:
         for init in inits:
-            sup = {
-                r['seed']: r
-                for r in results if (r['dataset'], r['init'],
-                                     r['method']) == (dataset, init,
-                                                      'supervised')
-            }
-            semi = {
-                r['seed']: r
-                for r in results
-                if (r['dataset'], r['init'], r['method']) == (dataset, init,
-                                                              'u2pl')
-            }
+            by_seed = {method: {} for method in METHODS}
+            for r in results:
+                if (r['dataset'], r['init']) == (dataset, init):
+                    by_seed[r['method']][r['seed']] = r
+            sup, semi = by_seed['supervised'], by_seed['u2pl']
             seeds = sorted(set(sup) & set(semi))
             if not seeds:
                 continue

@@ -34,6 +34,7 @@ from typing import Callable, Dict, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image
+from split_utils import read_split_list
 from toy_drawing import (SHAPES, add_noise, cluttered_background,
                          draw_texture, paint_object)
 
@@ -168,10 +169,10 @@ def make_folder_dataset(kind: str, out_dir: str) -> dict:
         str(len(spec.classes)), '--require-all-classes', '--out-dir',
         osp.join(out_dir, 'splits')
     ])
-    counts = {}
-    for name in ('labeled', 'unlabeled'):
-        with open(osp.join(out_dir, 'splits', name + '.txt')) as f:
-            counts[name] = sum(1 for line in f if line.strip())
+    counts = {
+        name: len(read_split_list(osp.join(out_dir, 'splits', name + '.txt')))
+        for name in ('labeled', 'unlabeled')
+    }
     meta = dict(
         kind=kind,
         version=GENERATOR_VERSION,
