@@ -30,7 +30,7 @@ def small_datasets(monkeypatch):
 
 
 @pytest.mark.parametrize('kind', ['regions', 'objects'])
-def test_folder_dataset_layout(tmp_path, small_datasets, kind):
+def test_folder_dataset_layout(tmp_path, small_datasets, monkeypatch, kind):
     spec = fd.DATASETS[kind]
     meta = fd.make_folder_dataset(kind, str(tmp_path))
     assert meta['classes'] == list(spec.classes)
@@ -43,7 +43,7 @@ def test_folder_dataset_layout(tmp_path, small_datasets, kind):
     assert len(names['labeled']) + len(names['unlabeled']) == 48
     assert len(names['labeled']) == meta['labeled'] == {
         'regions': 6,  # ceil(48 / 8)
-        'objects': 3  # ceil(48 / 16)
+        'objects': 6  # ceil(48 / 8)
     }[kind]
     seen = set()
     for name in names['labeled']:
@@ -65,6 +65,11 @@ def test_folder_dataset_layout(tmp_path, small_datasets, kind):
     other = 'objects' if kind == 'regions' else 'regions'
     with pytest.raises(FileExistsError, match=other):
         fd.make_folder_dataset(other, str(tmp_path))
+    # and so is another version of the same kind
+    monkeypatch.setitem(fd.DATASETS, kind,
+                        fd.DATASETS[kind]._replace(version='0.0'))
+    with pytest.raises(FileExistsError, match=f'not {kind} 0.0'):
+        fd.make_folder_dataset(kind, str(tmp_path))
 
 
 def test_region_classes_follow_hue():
@@ -112,11 +117,11 @@ def test_configs_keep_the_template(tmp_path, small_datasets):
     assert u2pl.optim_wrapper == template.optim_wrapper
     assert sup.optim_wrapper == template.optim_wrapper
     assert u2pl.train_cfg == dict(
-        type='EpochBasedTrainLoop', max_epochs=6, val_interval=1)
-    assert u2pl.param_scheduler[0].end == 6
+        type='EpochBasedTrainLoop', max_epochs=10, val_interval=1)
+    assert u2pl.param_scheduler[0].end == 10
     # the user's edits
     assert u2pl.crop_size == (64, 64)
-    assert u2pl.model.segmentor.decode_head.num_classes == 8
+    assert u2pl.model.segmentor.decode_head.num_classes == 6
     assert u2pl.val_dataloader.dataset.metainfo.classes == tuple(
         meta['classes'])
     assert u2pl.randomness.seed == 3
@@ -130,9 +135,9 @@ def test_configs_keep_the_template(tmp_path, small_datasets):
     assert sup.model.decode_head == u2pl.model.segmentor.decode_head
     assert sup.train_dataloader.dataset.ann_file == 'splits/labeled.txt'
     per_epoch = meta['unlabeled'] // 4
-    assert sup.train_cfg.max_iters == 6 * per_epoch
+    assert sup.train_cfg.max_iters == 10 * per_epoch
     assert sup.train_cfg.val_interval == per_epoch
-    assert sup.param_scheduler[0].end == 6 * per_epoch
+    assert sup.param_scheduler[0].end == 10 * per_epoch
     assert sup.custom_hooks == []
     assert sup.val_cfg.type == 'ValLoop'
     assert sup.default_hooks.checkpoint.save_best == 'mIoU'

@@ -62,8 +62,8 @@ TEMPLATE = osp.join(
 PRETRAINED = osp.expanduser('~/.cache/mmseg_u2pl/pretrained/'
                             'resnet18-v1c-c32_toy-source-attributes.pth')
 #: Epochs of the unlabeled images per dataset (the template's 80, shortened
-#: to fit 2 CPU cores: about 700 and 540 iterations).
-EPOCHS = {'regions': 5, 'objects': 6}
+#: to fit 2 CPU cores: 700 and 840 iterations).
+EPOCHS = {'regions': 5, 'objects': 10}
 INITS = ('pretrained', 'scratch')
 METHODS = ('u2pl', 'supervised')
 RESULT_FILE = 'own_data_result.json'

@@ -19,10 +19,12 @@ colours (hues 0, 0.2, ..., 0.8 with a normal spread of 0.08, so that
 neighbouring classes overlap), its brightness, saturation and texture are
 drawn independently of the class. 1/8 labeled.
 
-``objects``: 8 classes, 64x64 PNG images; a background (textured,
-cluttered, any colour) and 1-5 objects of 7 outlines (disk, square,
-triangle, ring, cross, star, bar) in colours drawn independently of the
-outline, so the outline alone settles the class. 1/16 labeled.
+``objects``: 6 classes, 64x64 PNG images; a background (textured, any
+colour, cluttered with lines and blobs in the objects' hues) and 1-4
+objects of 5 outlines (disk, square, triangle, ring, cross); an outline
+prefers a hue family (hues 0, 0.2, ..., 0.8 with a normal spread of 0.1),
+so colour hints at the class and the outline settles it between
+neighbouring families and against the clutter. 1/8 labeled.
 
 Every image is seeded from ``(kind, split, index)``; the split lists are
 drawn with seed 0 and every class labeled at least once.
@@ -38,20 +40,23 @@ from split_utils import read_split_list
 from toy_drawing import (SHAPES, add_noise, cluttered_background,
                          draw_texture, paint_object)
 
-GENERATOR_VERSION = '1.2'
-
-OBJECT_SHAPES = SHAPES[:7]
+OBJECT_SHAPES = SHAPES[:5]
+#: objects: the hue family each outline prefers, and its spread
+OBJECT_HUES = (0., 0.2, 0.4, 0.6, 0.8)
+OBJECT_HUE_SPREAD = 0.1
 #: regions: classes and their hues (HSV, in [0, 1))
 REGION_CLASSES = ('red', 'yellow', 'green', 'blue', 'purple')
 REGION_HUES = (0., 0.2, 0.4, 0.6, 0.8)
 REGION_HUE_SPREAD = 0.08
 NUM_REGIONS = (3, 7)  # regions: Voronoi regions per image
-NUM_OBJECTS = (1, 5)  # objects: objects per image
-OBJECT_SIZE = (12., 30.)  # objects: nominal size in pixels
+NUM_OBJECTS = (1, 4)  # objects: objects per image
+OBJECT_SIZE = (16., 36.)  # objects: nominal size in pixels
 
 
 class FolderDataset(NamedTuple):
-    """How one dataset is drawn and laid out."""
+    """How one dataset is drawn and laid out (``version`` changes with
+    anything that changes its images or splits)."""
+    version: str
     classes: Tuple[str, ...]
     img_size: int
     img_suffix: str
@@ -93,18 +98,19 @@ def draw_regions(rng: np.random.Generator,
 
 def draw_objects(rng: np.random.Generator,
                  img_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Objects of 7 outlines, in any colour, on a cluttered background."""
-    canvas, grid_y, grid_x = cluttered_background(rng, img_size,
-                                                  list(np.linspace(0, 1, 7)))
+    """Objects of 5 outlines, each in its hue family, on a background
+    cluttered in the same hues."""
+    canvas, grid_y, grid_x = cluttered_background(rng, img_size, OBJECT_HUES)
     label = np.zeros((img_size, img_size), np.uint8)
     for _ in range(int(rng.integers(NUM_OBJECTS[0], NUM_OBJECTS[1] + 1))):
         class_id = int(rng.integers(1, len(OBJECT_SHAPES) + 1))
-        hue = rng.uniform(0., 1.)
+        hue = OBJECT_HUES[class_id - 1]
         cy, cx = rng.uniform(0., img_size, size=2)
         drawn = paint_object(
             rng, canvas, grid_y, grid_x, OBJECT_SHAPES[class_id - 1],
             rng.uniform(*OBJECT_SIZE), cy, cx,
-            lambda ys, xs, hue=hue: draw_texture(rng, ys, xs, img_size, hue))
+            lambda ys, xs, hue=hue: draw_texture(
+                rng, ys, xs, img_size, hue, spread=OBJECT_HUE_SPREAD))
         if drawn is not None:
             label[drawn[0]][drawn[1]] = class_id
     return add_noise(rng, canvas), label
@@ -112,10 +118,11 @@ def draw_objects(rng: np.random.Generator,
 
 DATASETS: Dict[str, FolderDataset] = {
     'regions':
-    FolderDataset(REGION_CLASSES, 48, '.jpg', 640, 160, '1/8', draw_regions),
+    FolderDataset('1.2', REGION_CLASSES, 48, '.jpg', 640, 160, '1/8',
+                  draw_regions),
     'objects':
-    FolderDataset(('background', ) + OBJECT_SHAPES, 64, '.png', 384, 160,
-                  '1/16', draw_objects),
+    FolderDataset('1.4', ('background', ) + OBJECT_SHAPES, 64, '.png', 384,
+                  160, '1/8', draw_objects),
 }
 
 
@@ -139,12 +146,11 @@ def make_folder_dataset(kind: str, out_dir: str) -> dict:
     if osp.isfile(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        if (meta.get('kind'), meta.get('version')) == (kind,
-                                                       GENERATOR_VERSION):
+        if (meta.get('kind'), meta.get('version')) == (kind, spec.version):
             return meta
         raise FileExistsError(
             f'{out_dir} holds {meta.get("kind")} version '
-            f'{meta.get("version")}, not {kind} {GENERATOR_VERSION}; remove '
+            f'{meta.get("version")}, not {kind} {spec.version}; remove '
             'it or choose another folder')
     stream = list(DATASETS).index(kind)
     splits = (('train', spec.num_train), ('val', spec.num_val))
@@ -175,7 +181,7 @@ def make_folder_dataset(kind: str, out_dir: str) -> dict:
     }
     meta = dict(
         kind=kind,
-        version=GENERATOR_VERSION,
+        version=spec.version,
         classes=list(spec.classes),
         palette=palette(len(spec.classes)),
         img_size=spec.img_size,
