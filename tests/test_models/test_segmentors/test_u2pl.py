@@ -16,7 +16,7 @@ from mmengine.optim import OptimWrapper
 from toy_fixtures import one_thread  # noqa: F401  (pytest fixture)
 from toy_fixtures import (build_model, make_sample, make_semi_batch,
                           set_semi, set_train_progress, set_warmup,
-                          tiny_u2pl_cfg)
+                          tiny_segmentor_cfg, tiny_u2pl_cfg)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -163,6 +163,41 @@ def test_warmup_gives_supervised_losses_only(with_contrast):
             assert torch.count_nonzero(param.grad) == 0
     for key, value in model.teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), key
+
+
+@pytest.mark.parametrize('with_contrast', [False, True])
+def test_warmup_steps_equal_plain_supervised_training(with_contrast):
+    """During the warm-up the student's weights follow exactly the steps of
+    the same segmentor trained alone on the same labeled batches (same
+    dropout draws, same SGD): the warm-up is plain mmseg training."""
+    semi = build_model(tiny_u2pl_cfg(with_contrast=with_contrast))
+    plain = build_model(tiny_segmentor_cfg())
+    semi.student.load_state_dict(plain.state_dict(), strict=False)
+    initial = copy.deepcopy(plain.state_dict())
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    wrappers = [
+        OptimWrapper(torch.optim.SGD(model.parameters(), **sgd))
+        for model in (semi, plain)
+    ]
+    semi.train()
+    plain.train()
+    set_semi(False)
+    for step in range(3):
+        set_train_progress(step, 10)
+        inputs, samples = make_semi_batch(seed=step)
+        torch.manual_seed(step)
+        loss_semi, _ = semi.parse_losses(semi.loss(inputs, samples))
+        torch.manual_seed(step)
+        loss_plain, _ = plain.parse_losses(
+            plain.loss(inputs['labeled'], samples['labeled']))
+        assert torch.equal(loss_semi, loss_plain)
+        wrappers[0].update_params(loss_semi)
+        wrappers[1].update_params(loss_plain)
+    student = semi.student.state_dict()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(student[key], value), key
+    key = 'decode_head.conv_seg.weight'
+    assert not torch.equal(student[key], initial[key])  # it trained
 
 
 def test_loss_without_the_hook_is_an_error():
