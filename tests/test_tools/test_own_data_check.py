@@ -77,7 +77,7 @@ def test_region_classes_follow_hue():
     most regions (hues overlap by design), and the classes tile the images
     without a background class."""
     import colorsys
-    hues = np.asarray(fd.REGION_HUES)
+    hues = np.asarray(fd.HUE_FAMILIES)
     seen, hits, total = set(), 0, 0
     for index in range(40):
         image, label = fd.draw_regions(np.random.default_rng(index), 48)

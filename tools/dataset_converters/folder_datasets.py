@@ -40,13 +40,12 @@ from split_utils import read_split_list
 from toy_drawing import (SHAPES, add_noise, cluttered_background,
                          draw_texture, paint_object)
 
+#: Hue families (HSV, in [0, 1)): class ``i`` of ``regions`` and outline
+#: ``i`` of ``objects`` prefer hue ``HUE_FAMILIES[i]``
+HUE_FAMILIES = (0., 0.2, 0.4, 0.6, 0.8)
 OBJECT_SHAPES = SHAPES[:5]
-#: objects: the hue family each outline prefers, and its spread
-OBJECT_HUES = (0., 0.2, 0.4, 0.6, 0.8)
 OBJECT_HUE_SPREAD = 0.1
-#: regions: classes and their hues (HSV, in [0, 1))
 REGION_CLASSES = ('red', 'yellow', 'green', 'blue', 'purple')
-REGION_HUES = (0., 0.2, 0.4, 0.6, 0.8)
 REGION_HUE_SPREAD = 0.08
 NUM_REGIONS = (3, 7)  # regions: Voronoi regions per image
 NUM_OBJECTS = (1, 4)  # objects: objects per image
@@ -88,7 +87,7 @@ def draw_regions(rng: np.random.Generator,
             grid_y[mask],
             grid_x[mask],
             img_size,
-            hue=REGION_HUES[classes[index]],
+            hue=HUE_FAMILIES[classes[index]],
             spread=REGION_HUE_SPREAD,
             saturation=(0.3, 1.),
             value=(0.3, 1.))
@@ -100,11 +99,12 @@ def draw_objects(rng: np.random.Generator,
                  img_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """Objects of 5 outlines, each in its hue family, on a background
     cluttered in the same hues."""
-    canvas, grid_y, grid_x = cluttered_background(rng, img_size, OBJECT_HUES)
+    canvas, grid_y, grid_x = cluttered_background(rng, img_size,
+                                                  HUE_FAMILIES)
     label = np.zeros((img_size, img_size), np.uint8)
     for _ in range(int(rng.integers(NUM_OBJECTS[0], NUM_OBJECTS[1] + 1))):
         class_id = int(rng.integers(1, len(OBJECT_SHAPES) + 1))
-        hue = OBJECT_HUES[class_id - 1]
+        hue = HUE_FAMILIES[class_id - 1]
         cy, cx = rng.uniform(0., img_size, size=2)
         drawn = paint_object(
             rng, canvas, grid_y, grid_x, OBJECT_SHAPES[class_id - 1],
